@@ -1,0 +1,1 @@
+"""echostream: streaming and long-form speech recognition."""

@@ -1,0 +1,82 @@
+"""Every mask of echostream is built here.
+
+Polarity is always ``True = attend/keep`` (as in ``torch.nn.functional.scaled_dot_product_attention``).
+
+Shape legend:
+    N  chunks in a masked batch (all chunks of all utterances, flattened)
+    C  chunk size, L left context, R right context (encoder frames)
+    K  half the convolution kernel (frames of left/right reach)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def lengths_to_valid_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
+    """Boolean mask of the valid frames of a padded batch.
+
+    Args:
+        lengths: (B,) valid lengths.
+        max_len: padded length T; defaults to ``lengths.max()``.
+    Returns:
+        valid_mask: (B, T), True on frames ``t < lengths[b]``.
+
+    >>> lengths_to_valid_mask(torch.tensor([1, 3]), 4).int()
+    tensor([[1, 0, 0, 0],
+            [1, 1, 1, 0]], dtype=torch.int32)
+    """
+    if max_len is None:
+        max_len = int(lengths.max().item()) if lengths.numel() else 0
+    return torch.arange(max_len, device=lengths.device) < lengths.unsqueeze(-1)
+
+
+def chunk_attn_mask(
+    chunk_index: Tensor, end: Tensor, *, chunk: int, left: int, right: int
+) -> Tensor:
+    """Which keys of each chunk's [left, chunk, right] window may be attended.
+
+    Key ``p`` of chunk ``k`` is absolute frame ``k * chunk - left + p``; it is valid when it lies in
+    ``[0, end)``: not before the utterance start and not past the last frame known.
+
+    Args:
+        chunk_index: (N,) absolute index k of each chunk within its utterance.
+        end: (N,) number of valid frames of the chunk's utterance (known so far).
+    Returns:
+        attn_mask: (N, left + chunk + right).
+
+    >>> chunk_attn_mask(torch.tensor([0, 1, 2]), torch.tensor([5, 5, 5]), chunk=2, left=2, right=1).int()
+    tensor([[0, 0, 1, 1, 1],
+            [1, 1, 1, 1, 1],
+            [1, 1, 1, 0, 0]], dtype=torch.int32)
+    """
+    window = left + chunk + right
+    pos = chunk_index.unsqueeze(-1) * chunk - left + torch.arange(window, device=end.device)
+    return (pos >= 0) & (pos < end.unsqueeze(-1))  # (N, W)
+
+
+def chunk_conv_mask(
+    chunk_index: Tensor, end: Tensor, *, chunk: int, right: int, reach: int
+) -> Tensor:
+    """Which inputs of each chunk's depthwise-convolution window may be used.
+
+    The window of chunk ``k`` covers absolute frames ``[k*chunk - reach, (k+1)*chunk + reach)``.
+    A frame is usable when it lies in ``[0, end)`` and no further right than ``right`` frames past
+    the chunk (the convolution never sees more future than the attention does).
+
+    Args:
+        chunk_index: (N,) absolute chunk index k.
+        end: (N,) valid frames of the chunk's utterance (known so far).
+    Returns:
+        conv_mask: (N, chunk + 2 * reach).
+
+    >>> chunk_conv_mask(torch.tensor([0, 1]), torch.tensor([4, 4]), chunk=2, right=1, reach=2).int()
+    tensor([[0, 0, 1, 1, 1, 0],
+            [1, 1, 1, 1, 0, 0]], dtype=torch.int32)
+    """
+    window = chunk + 2 * reach
+    start = chunk_index.unsqueeze(-1) * chunk
+    pos = start - reach + torch.arange(window, device=end.device)
+    limit = torch.minimum(end.unsqueeze(-1), start + chunk + right)
+    return (pos >= 0) & (pos < limit)  # (N, C + 2K)

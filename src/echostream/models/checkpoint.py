@@ -1,0 +1,300 @@
+"""Checkpoints: echostream's own format, and import of released ChunkFormer/WeNet folders.
+
+Our format is one file, ``{"version", "config", "model", "vocab", "fbank"}``, so that loading needs
+nothing else. A released folder (``config.yaml``, ``global_cmvn``, ``vocab.txt``,
+``pytorch_model.bin``) is converted on load; every tensor in it is either loaded or knowingly
+skipped, and a missing or misshapen tensor is an error naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from echostream.config import ConfigError, from_dict, to_dict
+from echostream.encoders.chunkformer import ChunkFormerConfig
+from echostream.frontend.cmvn import CMVNError, read_cmvn
+from echostream.frontend.fbank import FbankConfig
+from echostream.models.asr import ASRModel, ASRModelConfig
+from echostream.models.build import build_model
+from echostream.text.vocab import Vocabulary, VocabularyError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+RELEASED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.pt", "pytorch_model.ckpt")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model folder that cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """What a checkpoint holds: the network, its vocabulary and its front-end settings."""
+
+    model: ASRModel
+    vocab: Vocabulary
+    fbank: FbankConfig
+
+
+# ---------------------------------------------------------------------------------------------
+# Released ChunkFormer folders
+
+# encoder_conf keys that describe the network, by their echostream name
+_ENCODER_FIELDS = {
+    "output_size", "attention_heads", "linear_units", "num_blocks", "cnn_module_kernel",
+    "cnn_module_norm", "activation_type", "macaron_style", "use_cnn_module", "dropout_rate",
+    "positional_dropout_rate", "attention_dropout_rate",
+}
+# older ChunkFormer releases spell some keys and values differently
+_OLD_KEY_NAMES = {"use_dynamic_conv": "dynamic_conv"}
+_OLD_VALUES = {
+    "input_layer": {"depthwise": "dw_striding"},
+    "pos_enc_layer_type": {"stream_rel_pos": "chunk_rel_pos"},
+    "selfattention_layer_type": {"stream_rel_selfattn": "chunk_rel_seflattn"},
+}
+# keys whose value is fixed by the architecture we implement
+_REQUIRED_VALUES: dict[str, Any] = {
+    "input_layer": "dw_striding",
+    "pos_enc_layer_type": "chunk_rel_pos",
+    "selfattention_layer_type": "chunk_rel_seflattn",
+    "dynamic_conv": True,
+    "causal": False,
+    "normalize_before": True,
+    "final_norm": True,
+    "layer_norm_type": "layer_norm",
+    "norm_eps": 1e-5,
+}
+# training-time options that do not change the network or inference
+_TRAINING_ONLY = {
+    "static_chunk_size", "use_dynamic_chunk", "use_dynamic_left_chunk", "gradient_checkpointing",
+    "use_sdpa", "streaming", "dynamic_chunk_sizes", "dynamic_left_context_sizes",
+    "dynamic_right_context_sizes",
+}
+
+
+def _encoder_config(conf: dict[str, Any], input_dim: int, where: str) -> ChunkFormerConfig:
+    values: dict[str, Any] = {"input_dim": input_dim}
+    for key, value in conf.items():
+        key = _OLD_KEY_NAMES.get(key, key)
+        if isinstance(value, str) and key in _OLD_VALUES:
+            value = _OLD_VALUES[key].get(value, value)
+        if key in _ENCODER_FIELDS:
+            values[key] = value
+        elif key in _REQUIRED_VALUES:
+            if value != _REQUIRED_VALUES[key]:
+                raise CheckpointError(
+                    f"{where}: encoder_conf.{key}={value!r} is not supported "
+                    f"(echostream implements {key}={_REQUIRED_VALUES[key]!r})"
+                )
+        elif key not in _TRAINING_ONLY:
+            raise CheckpointError(f"{where}: encoder_conf.{key} is an unknown key")
+    try:
+        return from_dict(ChunkFormerConfig, values, f"{where}: encoder_conf")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def _released_config(folder: Path) -> tuple[ASRModelConfig, FbankConfig]:
+    path = folder / "config.yaml"
+    try:
+        conf = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: no config.yaml in the model folder") from None
+    except yaml.YAMLError as err:
+        raise CheckpointError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(conf, dict):
+        raise CheckpointError(f"{path}: expected a mapping at the top level")
+    if conf.get("model", "asr_model") != "asr_model":
+        raise CheckpointError(f"{path}: model {conf['model']!r} is not supported (only asr_model)")
+    if conf.get("encoder") != "chunkformer":
+        raise CheckpointError(f"{path}: encoder {conf.get('encoder')!r} is not supported (only chunkformer)")
+    for key in ("input_dim", "output_dim", "encoder_conf"):
+        if key not in conf:
+            raise CheckpointError(f"{path}: {key} is missing")
+    if not isinstance(conf["encoder_conf"], dict):
+        raise CheckpointError(f"{path}: encoder_conf must be a mapping")
+    encoder = _encoder_config(conf["encoder_conf"], conf["input_dim"], str(path))
+    blank = (conf.get("ctc_conf") or {}).get("ctc_blank_id", 0)
+    fbank_conf = conf.get("fbank_conf") or {}
+    rate = (conf.get("resample_conf") or {}).get("resample_rate", 16000)
+    try:
+        model_cfg = ASRModelConfig(encoder=encoder, vocab_size=conf["output_dim"], blank_id=blank)
+        fbank = FbankConfig(
+            num_mel_bins=fbank_conf.get("num_mel_bins", conf["input_dim"]),
+            frame_length_ms=float(fbank_conf.get("frame_length", 25)),
+            frame_shift_ms=float(fbank_conf.get("frame_shift", 10)),
+            dither=0.0,
+            energy_floor=0.0,
+            sample_rate=int(rate),
+        )
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    if fbank.num_mel_bins != encoder.input_dim:
+        raise CheckpointError(
+            f"{path}: fbank_conf.num_mel_bins {fbank.num_mel_bins} != input_dim {encoder.input_dim}"
+        )
+    return model_cfg, fbank
+
+
+_RENAMES = [
+    (re.compile(r"^encoder\.encoders\.(\d+)\."), r"encoder.layers.\1."),
+    (re.compile(r"^encoder\.embed\.conv\.0\."), "encoder.embed.conv_in."),
+    (re.compile(r"^encoder\.embed\.conv\.2\."), "encoder.embed.depthwise_1."),
+    (re.compile(r"^encoder\.embed\.conv\.3\."), "encoder.embed.pointwise_1."),
+    (re.compile(r"^encoder\.embed\.conv\.5\."), "encoder.embed.depthwise_2."),
+    (re.compile(r"^encoder\.embed\.conv\.6\."), "encoder.embed.pointwise_2."),
+]
+# tensors of released checkpoints that echostream does not use (yet), and why
+_SKIPPED = [
+    (re.compile(r"^decoder\."), "attention decoder (not used by CTC decoding)"),
+    (re.compile(r"\.pos_enc\.pe$"), "positional table (recomputed)"),
+]
+
+
+def _convert_released_weights(
+    state: dict[str, torch.Tensor], model: ASRModel, where: str
+) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Rename released tensors to ours; returns the converted dict and counts of skipped ones."""
+    expected = model.state_dict()
+    converted: dict[str, torch.Tensor] = {}
+    skipped: dict[str, int] = {}
+    for name, tensor in state.items():
+        reason = next((why for pattern, why in _SKIPPED if pattern.search(name)), None)
+        if reason is not None:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        ours = name
+        for pattern, replacement in _RENAMES:
+            ours = pattern.sub(replacement, ours)
+        if ours not in expected:
+            raise CheckpointError(f"{where}: unexpected tensor {name!r}")
+        converted[ours] = tensor
+    return converted, skipped
+
+
+def _check_and_load(model: ASRModel, state: dict[str, torch.Tensor], where: str) -> None:
+    expected = model.state_dict()
+    for name, target in expected.items():
+        if name not in state:
+            raise CheckpointError(f"{where}: missing tensor {name!r}")
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{where}: {name!r} is not a tensor")
+        if tensor.shape != target.shape:
+            raise CheckpointError(
+                f"{where}: tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)}"
+            )
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointError(f"{where}: unexpected tensor {extra[0]!r}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def _read_state_dict(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint file not found") from None
+    except Exception as err:  # torch raises many types for a corrupt file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def load_released_folder(folder: str | Path) -> ModelBundle:
+    """Load a released ChunkFormer checkpoint folder."""
+    folder = Path(folder)
+    model_cfg, fbank = _released_config(folder)
+    weights = next((folder / n for n in RELEASED_WEIGHTS if (folder / n).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"{folder}: no {' / '.join(RELEASED_WEIGHTS)} in the model folder")
+    state = _read_state_dict(weights)
+    if "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        vocab = Vocabulary.from_file(folder / "vocab.txt")
+    except VocabularyError as err:
+        raise CheckpointError(str(err)) from None
+    if len(vocab) != model_cfg.vocab_size:
+        raise CheckpointError(
+            f"{folder}: vocab.txt has {len(vocab)} tokens but output_dim is {model_cfg.vocab_size}"
+        )
+    model = build_model(model_cfg)
+    converted, skipped = _convert_released_weights(state, model, str(weights))
+    cmvn_names = ("encoder.global_cmvn.mean", "encoder.global_cmvn.istd")
+    if not all(n in converted for n in cmvn_names):
+        cmvn_file = folder / "global_cmvn"
+        if not cmvn_file.is_file():
+            raise CheckpointError(f"{folder}: no CMVN: neither global_cmvn nor encoder.global_cmvn.* tensors")
+        try:
+            mean, istd = read_cmvn(cmvn_file)
+        except CMVNError as err:
+            raise CheckpointError(str(err)) from None
+        converted[cmvn_names[0]] = torch.from_numpy(mean)
+        converted[cmvn_names[1]] = torch.from_numpy(istd)
+    _check_and_load(model, converted, str(weights))
+    for reason, count in skipped.items():
+        log.info("%s: skipped %d tensors: %s", weights, count, reason)
+    return ModelBundle(model=model.eval(), vocab=vocab, fbank=fbank)
+
+
+# ---------------------------------------------------------------------------------------------
+# echostream's own checkpoint file
+
+
+def save_checkpoint(path: str | Path, bundle: ModelBundle, **extra: Any) -> None:
+    """Write ``bundle`` atomically: a crash mid-write never leaves a broken file at ``path``."""
+    path = Path(path)
+    payload = {
+        "version": FORMAT_VERSION,
+        "config": to_dict(bundle.model.cfg),
+        "model": bundle.model.state_dict(),
+        "vocab": list(bundle.vocab.tokens),
+        "fbank": to_dict(bundle.fbank),
+        **extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> ModelBundle:
+    """Load a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    payload = _read_state_dict(path)
+    for key in ("version", "config", "model", "vocab", "fbank"):
+        if key not in payload:
+            raise CheckpointError(f"{path}: not an echostream checkpoint ({key!r} is missing)")
+    if payload["version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload['version']} is not supported")
+    try:
+        model_cfg = from_dict(ASRModelConfig, payload["config"], f"{path}: config")
+        fbank = from_dict(FbankConfig, payload["fbank"], f"{path}: fbank")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+    vocab = Vocabulary(tuple(payload["vocab"]))
+    if len(vocab) != model_cfg.vocab_size:
+        raise CheckpointError(f"{path}: vocabulary has {len(vocab)} tokens, config says {model_cfg.vocab_size}")
+    model = build_model(model_cfg)
+    _check_and_load(model, payload["model"], str(path))
+    return ModelBundle(model=model.eval(), vocab=vocab, fbank=fbank)

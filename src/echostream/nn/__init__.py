@@ -1,0 +1,1 @@
+"""Shared neural-network blocks: attention, convolution, feed-forward, positions, norms, subsampling."""

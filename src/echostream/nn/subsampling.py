@@ -1,0 +1,57 @@
+"""8x depthwise-striding convolutional subsampling (the ChunkFormer/NeMo ``dw_striding`` layer)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+KERNEL = 3
+STRIDE = 2
+NUM_STAGES = 3
+RATE = STRIDE**NUM_STAGES  # 8 feature frames per encoder frame
+RECEPTIVE_FIELD = 15  # feature frames seen by one encoder frame: frame j sees [8j, 8j + 15)
+
+
+def subsampled_length(num_frames: int) -> int:
+    """Encoder frames produced from ``num_frames`` feature frames (no padding, floor).
+
+    >>> [subsampled_length(n) for n in (0, 14, 15, 22, 23, 100)]
+    [0, 0, 1, 1, 2, 11]
+    """
+    if num_frames < RECEPTIVE_FIELD:
+        return 0
+    return (num_frames - RECEPTIVE_FIELD) // RATE + 1
+
+
+def window_frames(out_frames: int) -> int:
+    """Feature frames needed to produce ``out_frames`` encoder frames."""
+    return (out_frames - 1) * RATE + RECEPTIVE_FIELD
+
+
+class DepthwiseStridingSubsampling(nn.Module):
+    """Three stride-2 3x3 convolutions (the last two depthwise-separable), then a linear layer.
+
+    Shape legend: N windows, T feature frames, F feature bins, D model dim.
+    x: (N, T, F) feature windows -> (N, (T - 15) // 8 + 1, D)
+    No padding is used: every output frame sees exactly its own 15 feature frames, so windows cut
+    from a longer sequence at multiples of 8 give the same frames as the whole sequence.
+    """
+
+    def __init__(self, num_features: int, d_model: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(1, d_model, KERNEL, STRIDE)
+        self.depthwise_1 = nn.Conv2d(d_model, d_model, KERNEL, STRIDE, groups=d_model)
+        self.pointwise_1 = nn.Conv2d(d_model, d_model, 1)
+        self.depthwise_2 = nn.Conv2d(d_model, d_model, KERNEL, STRIDE, groups=d_model)
+        self.pointwise_2 = nn.Conv2d(d_model, d_model, 1)
+        self.activation = nn.ReLU()
+        freq = num_features
+        for _ in range(NUM_STAGES):
+            freq = (freq - KERNEL) // STRIDE + 1
+        self.out = nn.Linear(d_model * freq, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.activation(self.conv_in(x.unsqueeze(1)))  # (N, D, T1, F1)
+        h = self.activation(self.pointwise_1(self.depthwise_1(h)))  # (N, D, T2, F2)
+        h = self.activation(self.pointwise_2(self.depthwise_2(h)))  # (N, D, T', F')
+        n, d, t, f = h.shape
+        return self.out(h.transpose(1, 2).reshape(n, t, d * f))  # (N, T', D)
