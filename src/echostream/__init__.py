@@ -1,1 +1,30 @@
-"""echostream: streaming and long-form speech recognition."""
+"""echostream: streaming and long-form speech recognition with ChunkFormer models.
+
+>>> import echostream
+>>> model = echostream.load_model("path/to/model_dir")                       # doctest: +SKIP
+>>> result = model.transcribe("call.wav", chunk_size=64, left_context=128, right_context=128)[0]  # doctest: +SKIP
+"""
+
+from echostream.audio import AudioError
+from echostream.encoders.base import ChunkContext
+from echostream.encoders.chunkformer import ChunkFormerConfig, ChunkFormerState
+from echostream.frontend.fbank import FbankConfig
+from echostream.model import Model, load_model
+from echostream.models.asr import ASRModelConfig
+from echostream.models.checkpoint import CheckpointError
+from echostream.transcript import Segment, Token, Transcript
+
+__all__ = [
+    "ASRModelConfig",
+    "AudioError",
+    "CheckpointError",
+    "ChunkContext",
+    "ChunkFormerConfig",
+    "ChunkFormerState",
+    "FbankConfig",
+    "Model",
+    "Segment",
+    "Token",
+    "Transcript",
+    "load_model",
+]
