@@ -6,7 +6,6 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ from echostream.models.checkpoint import (
 from echostream.streaming.longform import AudioInput, LongFormDecoder, frame_seconds
 from echostream.transcript import Transcript, build_transcript
 
-AudioLike = Union[str, os.PathLike, np.ndarray, tuple[np.ndarray, int]]
+AudioLike = str | os.PathLike | np.ndarray | tuple[np.ndarray, int]
 
 DEFAULT_CHUNK, DEFAULT_LEFT, DEFAULT_RIGHT = 64, 128, 128
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -57,6 +56,7 @@ class Model:
             if isinstance(item, (str, os.PathLike)):
                 inputs.append(AudioInput(name=os.fspath(item), path=os.fspath(item)))
                 continue
+            rate: int | None
             if isinstance(item, tuple) and len(item) == 2:
                 samples, rate = item
             elif isinstance(item, np.ndarray):
@@ -171,7 +171,7 @@ def _download(repo_id: str) -> Path:
         raise CheckpointError(f"{repo_id}: install huggingface_hub to download models") from None
     try:
         return Path(snapshot_download(repo_id=repo_id))
-    except Exception as err:  # network and hub errors come in many types
+    except Exception as err:  # noqa: BLE001 - network and hub errors come in many types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{repo_id}: cannot download from the Hugging Face Hub ({first})") from None
 

@@ -107,7 +107,7 @@ def _encoder_config(conf: dict[str, Any], input_dim: int, where: str) -> ChunkFo
 def _released_config(folder: Path) -> tuple[ASRModelConfig, FbankConfig]:
     path = folder / "config.yaml"
     try:
-        conf = yaml.safe_load(path.read_text(encoding="utf-8"))
+        conf: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: no config.yaml in the model folder") from None
     except yaml.YAMLError as err:
@@ -125,12 +125,12 @@ def _released_config(folder: Path) -> tuple[ASRModelConfig, FbankConfig]:
         raise CheckpointError(f"{path}: encoder_conf must be a mapping")
     encoder = _encoder_config(conf["encoder_conf"], conf["input_dim"], str(path))
     blank = (conf.get("ctc_conf") or {}).get("ctc_blank_id", 0)
-    fbank_conf = conf.get("fbank_conf") or {}
+    fbank_conf: dict[str, Any] = conf.get("fbank_conf") or {}
     rate = (conf.get("resample_conf") or {}).get("resample_rate", 16000)
     try:
         model_cfg = ASRModelConfig(encoder=encoder, vocab_size=conf["output_dim"], blank_id=blank)
         fbank = FbankConfig(
-            num_mel_bins=fbank_conf.get("num_mel_bins", conf["input_dim"]),
+            num_mel_bins=int(fbank_conf["num_mel_bins"] if "num_mel_bins" in fbank_conf else conf["input_dim"]),
             frame_length_ms=float(fbank_conf.get("frame_length", 25)),
             frame_shift_ms=float(fbank_conf.get("frame_shift", 10)),
             dither=0.0,
@@ -205,7 +205,7 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint file not found") from None
-    except Exception as err:  # torch raises many types for a corrupt file
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a corrupt file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(state, dict):

@@ -33,7 +33,7 @@ def relative_shift(scores: Tensor, window: int) -> Tensor:
     tensor([[1., 2.],
             [3., 4.]])
     """
-    n, h, c, p = scores.shape
+    n, h, c, _ = scores.shape
     scores = scores.contiguous()
     sn, sh, sc, sp = scores.stride()
     return scores.as_strided((n, h, c, window), (sn, sh, sc - sp, sp), scores.storage_offset() + (c - 1) * sp)
