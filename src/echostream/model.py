@@ -150,6 +150,10 @@ class Model:
         block_seconds: float = 30.0,
     ) -> np.ndarray:
         """CTC log-probabilities (T', V) of one input; raises AudioError if it cannot be read."""
+        if isinstance(audio, (list, tuple)) and not (
+            isinstance(audio, tuple) and len(audio) == 2 and isinstance(audio[0], np.ndarray)
+        ):
+            raise TypeError("ctc_log_probs takes one input (a path, an array or (array, sample_rate))")
         _, results = self._decode(
             audio, chunk_size=chunk_size, left_context=left_context, right_context=right_context,
             sample_rate=sample_rate, batch_seconds=block_seconds, block_seconds=block_seconds,

@@ -60,11 +60,13 @@ def build_transcript(
     >>> v = Vocabulary(("<blank>", "\u2581a", "b"))
     >>> t = build_transcript("x", [1, 0, 2] + [0] * 8 + [1, 1], v, frame_seconds=0.08, duration=1.04)
     >>> t.text, [(round(s, 2), round(e, 2), w) for s, e, w in t.segments]
-    ('ab a', [(0.0, 0.64, 'ab'), (0.72, 0.96, 'a')])
+    ('ab a', [(0.0, 0.64, 'ab'), (0.8, 0.96, 'a')])
     """
     alignment = collapse_ctc(frame_labels, blank_id)
     tokens = [Token(vocab.token(t), f * frame_seconds) for t, f in zip(alignment.tokens, alignment.token_frames)]
-    silence_frames = int(max_silence // frame_seconds)
+    if max_silence < frame_seconds:
+        raise ValueError(f"max_silence must be at least one frame ({frame_seconds} s), got {max_silence}")
+    silence_frames = math.floor(max_silence / frame_seconds + 1e-6)
     segments: list[Segment] = []
     start = previous_end = -1
     silence = 0
@@ -129,7 +131,6 @@ def to_srt(t: Transcript) -> str:
     1
     00:00:00,000 --> 00:00:01,500
     hi
-    <BLANKLINE>
     """
     cues = [
         f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n"

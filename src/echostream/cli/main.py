@@ -39,6 +39,8 @@ def expand_inputs(paths: Sequence[str], list_file: str | None) -> list[str]:
             lines = Path(list_file).read_text(encoding="utf-8").splitlines()
         except OSError as err:
             raise CLIError(f"{list_file}: cannot read list file ({err.strerror})") from None
+        except UnicodeDecodeError:
+            raise CLIError(f"{list_file}: list file is not UTF-8 text") from None
         base = Path(list_file).parent
         for line in lines:
             line = line.strip()

@@ -70,6 +70,14 @@ class ChunkFormerConfig:
                 f"encoder_conf.output_size {self.output_size} is not divisible by "
                 f"attention_heads {self.attention_heads}"
             )
+        if self.activation_type not in ("swish", "relu", "gelu"):
+            raise ValueError(
+                f"encoder_conf.activation_type {self.activation_type!r} is not one of swish, relu, gelu"
+            )
+        if self.cnn_module_norm not in ("layer_norm", "batch_norm"):
+            raise ValueError(
+                f"encoder_conf.cnn_module_norm {self.cnn_module_norm!r} is not layer_norm or batch_norm"
+            )
         if self.cnn_module_kernel % 2 != 1:
             raise ValueError(f"encoder_conf.cnn_module_kernel must be odd, got {self.cnn_module_kernel}")
 
@@ -334,11 +342,21 @@ class ChunkFormerEncoder(nn.Module):
     def output_size(self) -> int:
         return self.cfg.output_size
 
+    def conv_lookahead_chunks(self, context: ChunkContext) -> int:
+        """Chunks past a chunk whose attention output the chunk's convolution reads.
+
+        The convolution sees ``min(K, R)`` frames past its chunk, which belong to the next
+        ``ceil(min(K, R) / C)`` chunks.
+        """
+        return -(-min(self.reach, context.right) // context.chunk)
+
     def layer_lookahead(self, context: ChunkContext) -> int:
-        """Frames of layer input past a chunk that a layer needs before emitting the chunk."""
-        if context.right > 0 and self.reach > 0:
-            return context.chunk + context.right
-        return context.right
+        """Frames of layer input past a chunk that a layer needs before emitting the chunk.
+
+        Its attention needs ``R`` frames; its convolution needs the attention output of the
+        chunks it reaches into, which need ``R`` frames past themselves.
+        """
+        return self.conv_lookahead_chunks(context) * context.chunk + context.right
 
     def latency_frames(self, context: ChunkContext) -> int:
         """Encoder frames of audio past a chunk's end needed before the chunk is final."""
@@ -426,6 +444,7 @@ class ChunkFormerEncoder(nn.Module):
         ).to(device=x.device, dtype=x.dtype)
         pos_table = self.embed_dropout(pos_table)
         lookahead = self.layer_lookahead(context)
+        extra_chunks = self.conv_lookahead_chunks(context)
         finals = final.tolist()
         pendings, pending_lens, att_caches, conv_caches, offsets = [], [], [], [], []
         for i, layer in enumerate(self.layers):
@@ -441,7 +460,7 @@ class ChunkFormerEncoder(nn.Module):
                     kv = run
                 else:
                     commit = max(0, (n - lookahead) // c) * c
-                    run = commit // c + (1 if commit and lookahead > context.right else 0)
+                    run = commit // c + extra_chunks if commit else 0
                     kv = min(-(-n // c), run + -(-context.right // c)) if run else 0
                 kv_chunks.append(kv)
                 run_chunks.append(run)

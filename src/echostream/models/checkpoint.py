@@ -104,12 +104,35 @@ def _encoder_config(conf: dict[str, Any], input_dim: int, where: str) -> ChunkFo
         raise CheckpointError(str(err)) from None
 
 
+def _section(conf: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    """``conf[key]`` as a mapping ({} when absent)."""
+    value = conf.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: {key} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _value(
+    conf: dict[str, Any], key: str, kind: type, path: Path, prefix: str = "", default: Any = None
+) -> Any:
+    """``conf[key]`` checked to be a number of ``kind`` (ints are accepted for floats)."""
+    value = conf.get(key, default)
+    ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+    if not ok or isinstance(value, bool):
+        raise CheckpointError(f"{path}: {prefix}{key} must be {kind.__name__}, got {value!r}")
+    return kind(value)
+
+
 def _released_config(folder: Path) -> tuple[ASRModelConfig, FbankConfig]:
     path = folder / "config.yaml"
     try:
         conf: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: no config.yaml in the model folder") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not a text file (not UTF-8)") from None
     except yaml.YAMLError as err:
         raise CheckpointError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(conf, dict):
@@ -121,23 +144,26 @@ def _released_config(folder: Path) -> tuple[ASRModelConfig, FbankConfig]:
     for key in ("input_dim", "output_dim", "encoder_conf"):
         if key not in conf:
             raise CheckpointError(f"{path}: {key} is missing")
-    if not isinstance(conf["encoder_conf"], dict):
-        raise CheckpointError(f"{path}: encoder_conf must be a mapping")
-    encoder = _encoder_config(conf["encoder_conf"], conf["input_dim"], str(path))
-    blank = (conf.get("ctc_conf") or {}).get("ctc_blank_id", 0)
-    fbank_conf: dict[str, Any] = conf.get("fbank_conf") or {}
-    rate = (conf.get("resample_conf") or {}).get("resample_rate", 16000)
+    input_dim = _value(conf, "input_dim", int, path)
+    encoder = _encoder_config(_section(conf, "encoder_conf", path), input_dim, str(path))
+    ctc_conf = _section(conf, "ctc_conf", path)
+    fbank_conf = _section(conf, "fbank_conf", path)
+    resample_conf = _section(conf, "resample_conf", path)
     try:
-        model_cfg = ASRModelConfig(encoder=encoder, vocab_size=conf["output_dim"], blank_id=blank)
+        model_cfg = ASRModelConfig(
+            encoder=encoder,
+            vocab_size=_value(conf, "output_dim", int, path),
+            blank_id=_value(ctc_conf, "ctc_blank_id", int, path, "ctc_conf.", 0),
+        )
         fbank = FbankConfig(
-            num_mel_bins=int(fbank_conf["num_mel_bins"] if "num_mel_bins" in fbank_conf else conf["input_dim"]),
-            frame_length_ms=float(fbank_conf.get("frame_length", 25)),
-            frame_shift_ms=float(fbank_conf.get("frame_shift", 10)),
+            num_mel_bins=_value(fbank_conf, "num_mel_bins", int, path, "fbank_conf.", input_dim),
+            frame_length_ms=_value(fbank_conf, "frame_length", float, path, "fbank_conf.", 25.0),
+            frame_shift_ms=_value(fbank_conf, "frame_shift", float, path, "fbank_conf.", 10.0),
             dither=0.0,
             energy_floor=0.0,
-            sample_rate=int(rate),
+            sample_rate=_value(resample_conf, "resample_rate", int, path, "resample_conf.", 16000),
         )
-    except (TypeError, ValueError) as err:
+    except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     if fbank.num_mel_bins != encoder.input_dim:
         raise CheckpointError(
@@ -146,14 +172,28 @@ def _released_config(folder: Path) -> tuple[ASRModelConfig, FbankConfig]:
     return model_cfg, fbank
 
 
-_RENAMES = [
-    (re.compile(r"^encoder\.encoders\.(\d+)\."), r"encoder.layers.\1."),
-    (re.compile(r"^encoder\.embed\.conv\.0\."), "encoder.embed.conv_in."),
-    (re.compile(r"^encoder\.embed\.conv\.2\."), "encoder.embed.depthwise_1."),
-    (re.compile(r"^encoder\.embed\.conv\.3\."), "encoder.embed.pointwise_1."),
-    (re.compile(r"^encoder\.embed\.conv\.5\."), "encoder.embed.depthwise_2."),
-    (re.compile(r"^encoder\.embed\.conv\.6\."), "encoder.embed.pointwise_2."),
+# released prefix -> echostream prefix ("{}" stands for a layer index)
+_PREFIXES = [
+    ("encoder.encoders.{}.", "encoder.layers.{}."),
+    ("encoder.embed.conv.0.", "encoder.embed.conv_in."),
+    ("encoder.embed.conv.2.", "encoder.embed.depthwise_1."),
+    ("encoder.embed.conv.3.", "encoder.embed.pointwise_1."),
+    ("encoder.embed.conv.5.", "encoder.embed.depthwise_2."),
+    ("encoder.embed.conv.6.", "encoder.embed.pointwise_2."),
 ]
+
+
+def _rename(name: str, to_ours: bool) -> str:
+    """A tensor name in the other naming (released <-> echostream)."""
+    for released, ours in _PREFIXES:
+        source, target = (released, ours) if to_ours else (ours, released)
+        pattern = re.escape(source).replace(re.escape("{}"), r"(\d+)")
+        match = re.match(pattern, name)
+        if match:
+            return target.format(*match.groups()) + name[match.end() :]
+    return name
+
+
 # tensors of released checkpoints that echostream does not use (yet), and why
 _SKIPPED = [
     (re.compile(r"^decoder\."), "attention decoder (not used by CTC decoding)"),
@@ -173,26 +213,27 @@ def _convert_released_weights(
         if reason is not None:
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
-        ours = name
-        for pattern, replacement in _RENAMES:
-            ours = pattern.sub(replacement, ours)
+        ours = _rename(name, to_ours=True)
         if ours not in expected:
             raise CheckpointError(f"{where}: unexpected tensor {name!r}")
         converted[ours] = tensor
     return converted, skipped
 
 
-def _check_and_load(model: ASRModel, state: dict[str, torch.Tensor], where: str) -> None:
+def _check_and_load(
+    model: ASRModel, state: dict[str, torch.Tensor], where: str, released: bool = False
+) -> None:
     expected = model.state_dict()
     for name, target in expected.items():
+        shown = _rename(name, to_ours=False) if released else name
         if name not in state:
-            raise CheckpointError(f"{where}: missing tensor {name!r}")
+            raise CheckpointError(f"{where}: missing tensor {shown!r}")
         tensor = state[name]
         if not isinstance(tensor, torch.Tensor):
-            raise CheckpointError(f"{where}: {name!r} is not a tensor")
+            raise CheckpointError(f"{where}: {shown!r} is not a tensor")
         if tensor.shape != target.shape:
             raise CheckpointError(
-                f"{where}: tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)}"
+                f"{where}: tensor {shown!r} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)}"
             )
     extra = sorted(set(state) - set(expected))
     if extra:
@@ -244,7 +285,7 @@ def load_released_folder(folder: str | Path) -> ModelBundle:
             raise CheckpointError(str(err)) from None
         converted[cmvn_names[0]] = torch.from_numpy(mean)
         converted[cmvn_names[1]] = torch.from_numpy(istd)
-    _check_and_load(model, converted, str(weights))
+    _check_and_load(model, converted, str(weights), released=True)
     for reason, count in skipped.items():
         log.info("%s: skipped %d tensors: %s", weights, count, reason)
     return ModelBundle(model=model.eval(), vocab=vocab, fbank=fbank)

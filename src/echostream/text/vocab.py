@@ -24,8 +24,12 @@ class Vocabulary:
         path = Path(path)
         if not path.is_file():
             raise VocabularyError(f"{path}: vocabulary file not found")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise VocabularyError(f"{path}: not a text file (not UTF-8)") from None
         by_id: dict[int, str] = {}
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split()

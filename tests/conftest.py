@@ -1,0 +1,108 @@
+"""Shared fixtures: the reference fixture folder, its loaded model, and tiny random models.
+
+Tests that measure a numerical agreement record it with ``record_property("max_abs_diff", value)``;
+the values are listed at the end of the run (``max |diff| seen``) so that drift shows before it
+crosses a tolerance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import echostream
+from echostream.encoders.chunkformer import ChunkFormerConfig, ChunkFormerEncoder
+from echostream.frontend import FbankConfig
+from echostream.models.asr import ASRModelConfig
+from echostream.models.build import build_model
+from echostream.models.checkpoint import ModelBundle
+from echostream.text.vocab import Vocabulary
+
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURE_DIR = SHARED_DIR / "fixtures" / "chunkformer-tiny"
+
+# A ChunkFormer small enough to run hundreds of streaming calls in a second; no dropout.
+TINY_ENCODER = {
+    "input_dim": 20,
+    "output_size": 32,
+    "attention_heads": 4,
+    "linear_units": 64,
+    "num_blocks": 2,
+    "cnn_module_kernel": 7,
+    "dropout_rate": 0.0,
+    "positional_dropout_rate": 0.0,
+    "attention_dropout_rate": 0.0,
+}
+TINY_VOCAB = ("<blank>", "<unk>", "\u2581a", "b", "\u2581c", "d", "e", "<sos/eos>")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The ``shared`` directory next to the repository (fixtures, data)."""
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    """The chunkformer-tiny reference fixture (model/, audio/, expected.npz, expected.json)."""
+    if not (FIXTURE_DIR / "model" / "config.yaml").is_file():
+        pytest.skip(f"reference fixture not found at {FIXTURE_DIR}")
+    return FIXTURE_DIR
+
+
+@pytest.fixture(scope="session")
+def fixture_model(fixture_dir: Path) -> echostream.Model:
+    """The fixture's released-layout model, loaded once. Tests must not modify it."""
+    return echostream.load_model(fixture_dir / "model")
+
+
+def tiny_encoder_config(**overrides: Any) -> ChunkFormerConfig:
+    """The tiny encoder shape, with some fields changed."""
+    return ChunkFormerConfig(**{**TINY_ENCODER, **overrides})
+
+
+@pytest.fixture
+def make_tiny_encoder() -> Callable[..., ChunkFormerEncoder]:
+    """``make_tiny_encoder(seed=0, **config_overrides)`` -> a random ChunkFormer in eval mode."""
+
+    def build(seed: int = 0, **overrides: Any) -> ChunkFormerEncoder:
+        torch.manual_seed(seed)
+        return ChunkFormerEncoder(tiny_encoder_config(**overrides)).eval()
+
+    return build
+
+
+@pytest.fixture
+def make_tiny_bundle() -> Callable[..., ModelBundle]:
+    """``make_tiny_bundle(seed=0, **encoder_overrides)`` -> a random model + vocab + 20-bin fbank."""
+
+    def build(seed: int = 0, **overrides: Any) -> ModelBundle:
+        torch.manual_seed(seed)
+        cfg = ASRModelConfig(encoder=tiny_encoder_config(**overrides), vocab_size=len(TINY_VOCAB))
+        model = build_model(cfg).eval()
+        with torch.no_grad():  # a non-trivial CMVN, so that losing it would show
+            model.encoder.global_cmvn.mean.uniform_(-1.0, 1.0)
+            model.encoder.global_cmvn.istd.uniform_(0.5, 2.0)
+        fbank = FbankConfig(num_mel_bins=cfg.encoder.input_dim)
+        return ModelBundle(model=model, vocab=Vocabulary(TINY_VOCAB), fbank=fbank)
+
+    return build
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    rows = [
+        (report.nodeid, value)
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "max_abs_diff"
+    ]
+    if rows:
+        terminalreporter.section("max |diff| seen")
+        width = max(len(nodeid) for nodeid, _ in rows)
+        for nodeid, value in rows:
+            terminalreporter.write_line(f"{nodeid:<{width}}  {value:.3g}")

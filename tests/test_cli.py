@@ -1,0 +1,390 @@
+"""Tests for the ``echostream`` command (echostream.cli.main), run in-process and once installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from echostream import Model, Transcript, load_model
+from echostream.cli.main import main
+from echostream.transcript import FORMATS
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURE = SHARED / "fixtures" / "chunkformer-tiny"
+MODEL_DIR = FIXTURE / "model"
+AUDIO_DIR = FIXTURE / "audio"
+
+pytestmark = pytest.mark.skipif(
+    not (MODEL_DIR / "config.yaml").is_file(), reason=f"fixture model missing: {MODEL_DIR}"
+)
+
+SRT_LINE = re.compile(r"^\d\d:\d\d:\d\d,\d\d\d --> \d\d:\d\d:\d\d,\d\d\d$")
+VTT_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d\d\d --> \d\d:\d\d:\d\d\.\d\d\d$")
+
+
+def _audio(name: str) -> Path:
+    return AUDIO_DIR / name
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main(["transcribe", *(str(a) for a in args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _transcribe(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    return _run(capsys, "--model", MODEL_DIR, *args)
+
+
+def _assert_one_line_error(err: str, *words: str) -> None:
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("echostream: error: "), err
+    for word in words:
+        assert word in lines[0], err
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return load_model(MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def reference(model: Model) -> dict[str, Transcript]:
+    """What the API gives for the short fixture files, with the CLI's defaults."""
+    names = ("utt0.wav", "utt1.wav", "utt2.wav", "utt3.wav")
+    return dict(zip(names, model.transcribe([_audio(n) for n in names])))
+
+
+@pytest.fixture
+def audio_copies(tmp_path: Path) -> Path:
+    """A folder with utt0.wav, utt2.wav, sub/utt1.wav and a non-audio notes.txt."""
+    folder = tmp_path / "audio"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(_audio("utt0.wav"), folder / "utt0.wav")
+    shutil.copy(_audio("utt2.wav"), folder / "utt2.wav")
+    shutil.copy(_audio("utt1.wav"), folder / "sub" / "utt1.wav")
+    (folder / "notes.txt").write_text("not audio\n")
+    return folder
+
+
+def _tab_lines(out: str) -> dict[str, str]:
+    """``source<TAB>text`` lines -> {source: text}."""
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert all(len(r) == 2 for r in rows), out
+    return dict(rows)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------- inputs
+
+
+def test_one_file_prints_its_text(
+    capsys: pytest.CaptureFixture[str], reference: dict[str, Transcript]
+) -> None:
+    code, out, err = _transcribe(capsys, _audio("utt0.wav"))
+    assert code == 0, err
+    assert out == reference["utt0.wav"].text + "\n"
+    assert "1 of 1 files transcribed" in err and "real-time factor" in err
+
+
+def test_several_files_print_source_and_text(
+    capsys: pytest.CaptureFixture[str], reference: dict[str, Transcript]
+) -> None:
+    code, out, _ = _transcribe(capsys, _audio("utt2.wav"), _audio("utt0.wav"))
+    assert code == 0
+    assert out.splitlines() == [
+        f"{_audio('utt2.wav')}\t{reference['utt2.wav'].text}",
+        f"{_audio('utt0.wav')}\t{reference['utt0.wav'].text}",
+    ]
+
+
+def test_directory_expands_to_its_audio_files(
+    capsys: pytest.CaptureFixture[str], reference: dict[str, Transcript], audio_copies: Path
+) -> None:
+    code, out, err = _transcribe(capsys, audio_copies)
+    assert code == 0, err
+    rows = _tab_lines(out)
+    assert rows == {
+        str(audio_copies / "sub" / "utt1.wav"): reference["utt1.wav"].text,
+        str(audio_copies / "utt0.wav"): reference["utt0.wav"].text,
+        str(audio_copies / "utt2.wav"): reference["utt2.wav"].text,
+    }
+    assert "3 of 3 files transcribed" in err
+
+
+def test_directory_without_audio_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "readme.txt").write_text("nothing to hear\n")
+    code, out, err = _transcribe(capsys, tmp_path)
+    assert code == 2 and out == ""
+    _assert_one_line_error(err, str(tmp_path), "no audio files")
+
+
+def test_list_file_paths_are_relative_to_the_list(
+    capsys: pytest.CaptureFixture[str],
+    reference: dict[str, Transcript],
+    audio_copies: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    listing = audio_copies / "files.lst"
+    listing.write_text(
+        f"# a comment\nutt2.wav\n\n  sub/utt1.wav  \n{_audio('utt3.wav')}\n", encoding="utf-8"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = _transcribe(capsys, "--list", listing)
+    assert code == 0, err
+    assert _tab_lines(out) == {
+        str(audio_copies / "utt2.wav"): reference["utt2.wav"].text,
+        str(audio_copies / "sub" / "utt1.wav"): reference["utt1.wav"].text,
+        str(_audio("utt3.wav")): reference["utt3.wav"].text,
+    }
+
+
+def test_list_and_files_together(
+    capsys: pytest.CaptureFixture[str], reference: dict[str, Transcript], tmp_path: Path
+) -> None:
+    listing = tmp_path / "one.txt"
+    listing.write_text(f"{_audio('utt2.wav')}\n")
+    code, out, _ = _transcribe(capsys, _audio("utt1.wav"), "--list", listing)
+    assert code == 0
+    assert list(_tab_lines(out)) == [str(_audio("utt1.wav")), str(_audio("utt2.wav"))]
+
+
+def test_missing_list_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _transcribe(capsys, "--list", tmp_path / "nope.lst")
+    assert code == 2
+    _assert_one_line_error(err, "nope.lst")
+
+
+def test_list_file_that_is_not_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    listing = tmp_path / "files.lst"
+    listing.write_bytes(b"utt2.wav\n\xff\xfe\x00\x81\n")
+    code, out, err = _transcribe(capsys, "--list", listing)
+    assert code != 0 and out == ""
+    _assert_one_line_error(err, str(listing))
+
+
+def test_no_inputs_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _transcribe(capsys)
+    assert code == 2 and out == ""
+    _assert_one_line_error(err, "no input files")
+
+
+# --------------------------------------------------------------------------------- formats
+
+
+def test_json_output_parses(
+    capsys: pytest.CaptureFixture[str], reference: dict[str, Transcript]
+) -> None:
+    code, out, _ = _transcribe(capsys, "--format", "json", _audio("utt0.wav"))
+    assert code == 0
+    doc = json.loads(out)
+    expected = reference["utt0.wav"]
+    assert doc["source"] == str(_audio("utt0.wav"))
+    assert doc["text"] == expected.text
+    assert doc["duration"] == pytest.approx(expected.duration)
+    assert [(s["start"], s["end"], s["text"]) for s in doc["segments"]] == [
+        tuple(s) for s in expected.segments
+    ]
+    assert [(k["token"], k["time"]) for k in doc["tokens"]] == [tuple(k) for k in expected.tokens]
+
+
+def test_srt_output(capsys: pytest.CaptureFixture[str], reference: dict[str, Transcript]) -> None:
+    code, out, _ = _transcribe(capsys, "--format", "srt", _audio("utt3.wav"))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "1"
+    assert SRT_LINE.match(lines[1]) and "," in lines[1], lines[1]
+    times = [line for line in lines if "-->" in line]
+    assert len(times) == len(reference["utt3.wav"].segments) >= 1
+    assert all(SRT_LINE.match(line) for line in times)
+    assert out == FORMATS["srt"](reference["utt3.wav"])
+
+
+def test_vtt_output(capsys: pytest.CaptureFixture[str], reference: dict[str, Transcript]) -> None:
+    code, out, _ = _transcribe(capsys, "--format", "vtt", _audio("utt3.wav"))
+    assert code == 0
+    assert out.startswith("WEBVTT\n")
+    times = [line for line in out.splitlines() if "-->" in line]
+    assert times and all(VTT_LINE.match(line) for line in times)
+    assert out == FORMATS["vtt"](reference["utt3.wav"])
+
+
+def test_several_files_in_srt_are_headed_by_their_source(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = _transcribe(capsys, "--format", "srt", _audio("utt2.wav"), _audio("utt1.wav"))
+    assert code == 0
+    headers = [line for line in out.splitlines() if line.startswith("==> ")]
+    assert headers == [f"==> {_audio('utt2.wav')} <==", f"==> {_audio('utt1.wav')} <=="]
+
+
+def test_unknown_format_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["transcribe", "--model", str(MODEL_DIR), "--format", "docx", str(_audio("utt2.wav"))])
+    assert info.value.code == 2
+    assert "--format" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["txt", "json", "srt", "vtt"])
+def test_output_dir_writes_one_file_per_input(
+    capsys: pytest.CaptureFixture[str],
+    reference: dict[str, Transcript],
+    audio_copies: Path,
+    tmp_path: Path,
+    fmt: str,
+) -> None:
+    out_dir = tmp_path / "out" / "nested"
+    # two inputs share the stem "utt2": they get two files, not one overwritten
+    inputs = [audio_copies / "utt2.wav", audio_copies / "sub" / "utt1.wav", _audio("utt2.wav")]
+    code, out, err = _transcribe(capsys, "--format", fmt, "--output-dir", out_dir, *inputs)
+    assert code == 0, err
+    assert out == ""
+    written = sorted(p.name for p in out_dir.iterdir())
+    assert written == sorted([f"utt2.{fmt}", f"utt1.{fmt}", f"utt2-2.{fmt}"])
+    for name in ("utt1", "utt2"):
+        text = (out_dir / f"{name}.{fmt}").read_text(encoding="utf-8")
+        expected = reference[f"{name}.wav"]
+        if fmt == "json":
+            assert json.loads(text)["text"] == expected.text
+        elif fmt == "txt":
+            assert text == expected.text + "\n"
+        else:
+            assert text == FORMATS[fmt](expected)
+    assert "3 of 3 files transcribed" in err
+
+
+# ------------------------------------------------------------------------------ bad inputs
+
+
+def test_bad_file_among_good_ones(
+    capsys: pytest.CaptureFixture[str], reference: dict[str, Transcript], tmp_path: Path
+) -> None:
+    bad = tmp_path / "broken.wav"
+    bad.write_text("this is not a wave file\n")
+    missing = tmp_path / "gone.wav"
+    code, out, err = _transcribe(
+        capsys, _audio("utt2.wav"), bad, _audio("utt0.wav"), missing, _audio("utt1.wav")
+    )
+    assert code == 1
+    assert _tab_lines(out) == {
+        str(_audio(n)): reference[n].text for n in ("utt2.wav", "utt0.wav", "utt1.wav")
+    }
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, err
+    assert str(bad) in errors[0] and "not an audio file" in errors[0]
+    assert str(missing) in errors[1] and "not found" in errors[1]
+    summary = [line for line in err.splitlines() if "real-time factor" in line]
+    assert len(summary) == 1 and summary[0].startswith("3 of 5 files transcribed"), err
+
+
+def test_bad_file_with_output_dir_writes_the_good_ones(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    out_dir = tmp_path / "out"
+    code, _, err = _transcribe(capsys, "--output-dir", out_dir, empty, _audio("utt2.wav"))
+    assert code == 1
+    assert [p.name for p in out_dir.iterdir()] == ["utt2.txt"]
+    assert f"error: {empty}: file is empty" in err
+
+
+def test_only_bad_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = _transcribe(capsys, tmp_path / "a.wav", tmp_path / "b.wav")
+    assert code == 1 and out == ""
+    assert "Traceback" not in err
+    assert "0 of 2 files transcribed" in err and "real-time factor" in err
+
+
+def test_invalid_chunk_size_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _transcribe(capsys, "--chunk-size", "0", _audio("utt2.wav"))
+    assert code != 0 and out == ""
+    _assert_one_line_error(err, "chunk_size")
+
+
+def test_missing_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = _run(capsys, "--model", tmp_path / "no-model", _audio("utt2.wav"))
+    assert code != 0 and out == ""
+    _assert_one_line_error(err, "no-model")
+
+
+def _model_copy(folder: Path, config: bytes) -> Path:
+    """The fixture model with its config.yaml replaced (other files linked, not copied)."""
+    folder.mkdir()
+    for f in MODEL_DIR.iterdir():
+        if f.name != "config.yaml":
+            (folder / f.name).symlink_to(f)
+    (folder / "config.yaml").write_bytes(config)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        pytest.param(b"{{{ : : garbage\n\t- [", ("config.yaml", "YAML"), id="not-yaml"),
+        pytest.param(b"just a sentence\n", ("config.yaml", "mapping"), id="not-a-mapping"),
+        pytest.param(b"", ("config.yaml",), id="empty"),
+        pytest.param(b"encoder: conformer\n", ("config.yaml", "conformer"), id="wrong-encoder"),
+        pytest.param(
+            b"encoder: chunkformer\ninput_dim: 80\noutput_dim: 64\nencoder_conf: 5\n",
+            ("config.yaml", "encoder_conf"),
+            id="encoder-conf-not-a-mapping",
+        ),
+        pytest.param(
+            b"\xff\xfe\x00garbage \x80\x81\x82 bytes\n",
+            ("config.yaml",),
+            id="not-utf8",
+        ),
+    ],
+)
+def test_malformed_model_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, config: bytes, words: tuple[str, ...]
+) -> None:
+    folder = _model_copy(tmp_path / "model", config)
+    code, out, err = _run(capsys, "--model", folder, _audio("utt2.wav"))
+    assert code != 0 and out == ""
+    _assert_one_line_error(err, *words)
+
+
+# ------------------------------------------------------------------------ installed script
+
+
+def _console_script() -> str | None:
+    found = shutil.which("echostream")
+    if found is None:
+        candidate = Path(sys.executable).parent / "echostream"
+        found = str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
+    return found
+
+
+def test_installed_console_script(reference: dict[str, Transcript], tmp_path: Path) -> None:
+    script = _console_script()
+    if script is None:
+        pytest.skip("the echostream console script is not installed on PATH or next to python")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"")
+    result = subprocess.run(
+        [script, "transcribe", "--model", str(MODEL_DIR), str(_audio("utt2.wav")), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == f"{_audio('utt2.wav')}\t{reference['utt2.wav'].text}\n"
+    assert f"error: {bad}: file is empty" in result.stderr
+    assert "real-time factor" in result.stderr and "Traceback" not in result.stderr
