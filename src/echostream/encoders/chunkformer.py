@@ -338,6 +338,7 @@ class ChunkFormerEncoder(nn.Module):
         self.after_norm = nn.LayerNorm(cfg.output_size)
         self.reach = cfg.cnn_module_kernel // 2 if cfg.use_cnn_module else 0
         self.xscale = math.sqrt(cfg.output_size)
+        self.pass_frames = 512  # frames of one stream a layer runs at a time (bounds memory)
 
     def output_size(self) -> int:
         return self.cfg.output_size
@@ -361,6 +362,23 @@ class ChunkFormerEncoder(nn.Module):
     def latency_frames(self, context: ChunkContext) -> int:
         """Encoder frames of audio past a chunk's end needed before the chunk is final."""
         return self.cfg.num_blocks * self.layer_lookahead(context)
+
+    def _plan(self, available: int, final: bool, context: ChunkContext) -> tuple[int, int, int]:
+        """For one stream at one layer: frames to commit, chunks to run, chunks to project to
+        keys/values, given ``available`` frames waiting at the layer's input."""
+        c = context.chunk
+        chunks = -(-available // c)
+        max_chunks = max(1, self.pass_frames // c)
+        if final and chunks <= max_chunks:
+            return available, chunks, chunks
+        if final:  # every frame is known; later frames are masked as past the end
+            commit = max_chunks * c
+        else:
+            commit = min(max_chunks, max(0, available - self.layer_lookahead(context)) // c) * c
+        if commit == 0:
+            return 0, 0, 0
+        run = min(chunks, commit // c + self.conv_lookahead_chunks(context))
+        return commit, run, min(chunks, run + -(-context.right // c))
 
     def init_state(self, batch: int, context: ChunkContext, device: torch.device | str = "cpu") -> ChunkFormerState:
         cfg, n = self.cfg, self.cfg.num_blocks
@@ -443,8 +461,6 @@ class ChunkFormerEncoder(nn.Module):
             self.cfg.output_size, chunk=c, left=context.left, right=context.right
         ).to(device=x.device, dtype=x.dtype)
         pos_table = self.embed_dropout(pos_table)
-        lookahead = self.layer_lookahead(context)
-        extra_chunks = self.conv_lookahead_chunks(context)
         finals = final.tolist()
         pendings, pending_lens, att_caches, conv_caches, offsets = [], [], [], [], []
         for i, layer in enumerate(self.layers):
@@ -452,45 +468,38 @@ class ChunkFormerEncoder(nn.Module):
                 torch.cat([p, f]) for p, f in zip(_ragged(state.pending[i], state.pending_lens[i]), frames)
             ]
             starts = state.offset[i].tolist()
-            kv_chunks, run_chunks, commits = [], [], []
-            for a, is_final in zip(avail, finals):
-                n = a.shape[0]
-                if is_final:
-                    commit, run = n, -(-n // c)
-                    kv = run
-                else:
-                    commit = max(0, (n - lookahead) // c) * c
-                    run = commit // c + extra_chunks if commit else 0
-                    kv = min(-(-n // c), run + -(-context.right // c)) if run else 0
-                kv_chunks.append(kv)
-                run_chunks.append(run)
-                commits.append(commit)
-            layout = _chunk_layout(
-                context, self.reach, starts, [s + a.shape[0] for s, a in zip(starts, avail)],
-                kv_chunks, run_chunks, commits, x.device,
-            )
-            chunks = [
-                F.pad(a[: n * c], (0, 0, 0, n * c - min(a.shape[0], n * c))).view(n, c, self.cfg.output_size)
-                for a, n in zip(avail, kv_chunks)
-            ]
-            x_chunks = torch.cat(chunks)  # (Nk, C, D)
-            if layout.run.numel():
-                y, att, conv = layer(x_chunks, layout, state.att_cache[i], state.conv_cache[i], pos_table)
+            att, conv = state.att_cache[i], state.conv_cache[i]
+            outputs: list[list[Tensor]] = [[] for _ in avail]
+            while True:  # passes of at most `pass_frames` frames per stream bound the memory used
+                plans = [self._plan(a.shape[0], fin, context) for a, fin in zip(avail, finals)]
+                if not any(commit for commit, _, _ in plans):
+                    break
+                commits = [commit for commit, _, _ in plans]
+                run_chunks = [run for _, run, _ in plans]
+                kv_chunks = [kv for _, _, kv in plans]
+                layout = _chunk_layout(
+                    context, self.reach, starts, [s + a.shape[0] for s, a in zip(starts, avail)],
+                    kv_chunks, run_chunks, commits, x.device,
+                )
+                x_chunks = torch.cat([
+                    F.pad(a[: n * c], (0, 0, 0, n * c - min(a.shape[0], n * c))).view(n, c, self.cfg.output_size)
+                    for a, n in zip(avail, kv_chunks)
+                ])  # (Nk, C, D)
+                y, att, conv = layer(x_chunks, layout, att, conv, pos_table)
                 y = y.flatten(0, 1)  # (Nr * C, D)
-            else:
-                y = x_chunks.new_zeros((0, self.cfg.output_size))
-                att, conv = state.att_cache[i], state.conv_cache[i]
-            frames, pos = [], 0
-            for n_run, commit in zip(run_chunks, commits):
-                frames.append(y[pos : pos + commit])
-                pos += n_run * c
-            rest = [a[cm:] for a, cm in zip(avail, commits)]
-            padded, lens = _padded(rest, 0)
+                pos = 0
+                for b, (n_run, commit) in enumerate(zip(run_chunks, commits)):
+                    outputs[b].append(y[pos : pos + commit])
+                    pos += n_run * c
+                avail = [a[cm:] for a, cm in zip(avail, commits)]
+                starts = [s + cm for s, cm in zip(starts, commits)]
+            frames = [torch.cat(o) if o else a[:0] for o, a in zip(outputs, avail)]
+            padded, lens = _padded(avail, 0)
             pendings.append(padded)
             pending_lens.append(lens)
             att_caches.append(att)
             conv_caches.append(conv)
-            offsets.append(state.offset[i] + torch.tensor(commits, device=x.device))
+            offsets.append(torch.tensor(starts, device=x.device))
         out, out_lens = _padded([self.after_norm(f) for f in frames], 0)
         width = max(p.shape[1] for p in pendings)
         new_state = ChunkFormerState(

@@ -24,6 +24,8 @@ from echostream.frontend.fbank import FbankState, fbank_step, init_fbank_state
 from echostream.models.checkpoint import ModelBundle
 from echostream.nn.subsampling import RATE
 
+CTC_SLICE = 512  # encoder frames projected to the vocabulary at a time
+
 
 @dataclass(frozen=True)
 class AudioInput:
@@ -154,15 +156,15 @@ class LongFormDecoder:
                 final = torch.tensor([fin for _, _, fin in step], device=self.device)
                 state = stack_states([active[i].state for i, _, _ in step])
                 y, y_lens, new_state = model.encoder.forward_chunk(x, x_lens, state, final)
-                log_probs = model.ctc(y)  # (B, T', V)
-                labels = log_probs.argmax(dim=-1).to(torch.int32)  # (B, T')
                 for b, (index, _, is_final) in enumerate(step):
                     stream = active[index]
-                    n = int(y_lens[b])
                     stream.state = new_state.select(b)
-                    stream.labels.append(labels[b, :n].cpu().numpy())
-                    if self.keep_log_probs:
-                        stream.log_probs.append(log_probs[b, :n].float().cpu().numpy())
+                    # frames in slices: a (T', V) matrix of a large vocabulary is big
+                    for t in range(0, int(y_lens[b]), CTC_SLICE):
+                        log_probs = model.ctc(y[b, t : min(t + CTC_SLICE, int(y_lens[b]))])  # (T'', V)
+                        stream.labels.append(log_probs.argmax(dim=-1).to(torch.int32).cpu().numpy())
+                        if self.keep_log_probs:
+                            stream.log_probs.append(log_probs.float().cpu().numpy())
                     if is_final:
                         del active[index]
                         results[index] = self._finish(stream)
