@@ -510,3 +510,39 @@ def test_from_dict_is_strict(change: Callable[[dict[str, Any]], None], pattern: 
 def test_from_dict_needs_a_mapping() -> None:
     with pytest.raises(ConfigError, match="expected a mapping"):
         from_dict(ASRModelConfig, ["not", "a", "dict"])  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------ Hugging Face ids
+
+
+def test_repo_id_is_downloaded_with_huggingface_hub(
+    fixture_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    asked: list[str] = []
+
+    def fake_snapshot_download(repo_id: str, **_: Any) -> str:
+        asked.append(repo_id)
+        return str(fixture_dir / "model")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    model = echostream.load_model("someone/chunkformer-tiny")
+    assert asked == ["someone/chunkformer-tiny"]
+    local = echostream.load_model(fixture_dir / "model")
+    wav = fixture_dir / "audio" / "utt0.wav"
+    assert model.transcribe(wav)[0].text == local.transcribe(wav)[0].text
+
+
+def test_hub_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    def offline(repo_id: str, **_: Any) -> str:
+        raise OSError("Network is unreachable\nsecond line")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(CheckpointError) as info:
+        echostream.load_model("someone/chunkformer-tiny")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "someone/chunkformer-tiny" in message and "Network is unreachable" in message

@@ -27,6 +27,14 @@ DEFAULT_CHUNK, DEFAULT_LEFT, DEFAULT_RIGHT = 64, 128, 128
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+class _InputError(AudioError):
+    """An input that cannot be used, with the name it is reported under."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+
+
 class Model:
     """A loaded ASR model.
 
@@ -43,7 +51,7 @@ class Model:
     def sample_rate(self) -> int:
         return self.bundle.fbank.sample_rate
 
-    def _inputs(self, audio: AudioLike | Sequence[AudioLike], sample_rate: int | None) -> list[AudioInput | AudioError]:
+    def _inputs(self, audio: AudioLike | Sequence[AudioLike], sample_rate: int | None) -> list[AudioInput | _InputError]:
         items: list[AudioLike]
         if isinstance(audio, (str, os.PathLike, np.ndarray)) or (
             isinstance(audio, tuple) and len(audio) == 2 and isinstance(audio[0], np.ndarray)
@@ -51,7 +59,7 @@ class Model:
             items = [audio]  # type: ignore[list-item]
         else:
             items = list(audio)  # type: ignore[arg-type]
-        inputs: list[AudioInput | AudioError] = []
+        inputs: list[AudioInput | _InputError] = []
         for i, item in enumerate(items):
             if isinstance(item, (str, os.PathLike)):
                 inputs.append(AudioInput(name=os.fspath(item), path=os.fspath(item)))
@@ -62,16 +70,16 @@ class Model:
             elif isinstance(item, np.ndarray):
                 samples, rate = item, sample_rate
             else:
-                inputs.append(AudioError(f"input {i}: expected a path, an array or (array, sample_rate), got {type(item).__name__}"))
+                inputs.append(_InputError(f"input {i}", f"expected a path, an array or (array, sample_rate), got {type(item).__name__}"))
                 continue
             name = f"array {i}"
             if rate is None:
-                inputs.append(AudioError(f"{name}: a numpy array needs its sample rate (sample_rate=...)"))
+                inputs.append(_InputError(name, "a numpy array needs its sample rate (sample_rate=...)"))
                 continue
             try:
                 inputs.append(AudioInput(name=name, samples=prepare_waveform(samples, rate, self.sample_rate)))
             except AudioError as err:
-                inputs.append(AudioError(f"{name}: {err}"))
+                inputs.append(_InputError(name, str(err)))
         return inputs
 
     def _decode(
@@ -86,7 +94,7 @@ class Model:
         block_seconds: float,
         keep_log_probs: bool,
         progress: Callable[[float], None] | None,
-    ) -> tuple[list[AudioInput | AudioError], list]:
+    ) -> tuple[list[AudioInput | _InputError], list]:
         context = ChunkContext(chunk=chunk_size, left=left_context, right=right_context)
         inputs = self._inputs(audio, sample_rate)
         decoder = LongFormDecoder(
@@ -125,8 +133,8 @@ class Model:
         seconds = frame_seconds(self.bundle)
         out = []
         for item, result in zip(inputs, results):
-            if isinstance(result, AudioError):
-                out.append(Transcript(source=str(result).split(":")[0], error=str(result)))
+            if isinstance(result, _InputError):
+                out.append(Transcript(source=result.source, error=str(result)))
             elif result.error is not None:
                 out.append(Transcript(source=result.name, error=result.error))
             else:
