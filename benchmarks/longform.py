@@ -66,9 +66,6 @@ def child(mode: str, path: str, threads: int, block_seconds: float) -> None:
     """Run one measurement in this (fresh) process and print a JSON line."""
     import torch
 
-    from echostream.runtime import limit_heap_fragmentation
-
-    limit_heap_fragmentation()  # as the echostream CLI does
     torch.set_num_threads(threads)
     from echostream.audio import load_audio
     from echostream.encoders.base import ChunkContext

@@ -12,6 +12,7 @@ from echostream.frontend.fbank import FbankConfig
 from echostream.model import Model, load_model
 from echostream.models.asr import ASRModelConfig
 from echostream.models.checkpoint import CheckpointError
+from echostream.streaming.recognizer import EndpointConfig, Recognizer, Stream, StreamResult
 from echostream.transcript import Segment, Token, Transcript
 
 __all__ = [
@@ -21,9 +22,13 @@ __all__ = [
     "ChunkContext",
     "ChunkFormerConfig",
     "ChunkFormerState",
+    "EndpointConfig",
     "FbankConfig",
     "Model",
+    "Recognizer",
     "Segment",
+    "Stream",
+    "StreamResult",
     "Token",
     "Transcript",
     "load_model",

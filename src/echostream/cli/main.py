@@ -91,10 +91,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
 
     from echostream.audio import AudioError, audio_duration
     from echostream.model import load_model
-    from echostream.runtime import limit_heap_fragmentation
     from echostream.transcript import FORMATS
 
-    limit_heap_fragmentation()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     files = expand_inputs(args.inputs, args.list_file)

@@ -23,6 +23,7 @@ from echostream.encoders.chunkformer import ChunkFormerState, stack_states
 from echostream.frontend.fbank import FbankState, fbank_step, init_fbank_state
 from echostream.models.checkpoint import ModelBundle
 from echostream.nn.subsampling import RATE
+from echostream.runtime import release_free_memory
 
 CTC_SLICE = 512  # encoder frames projected to the vocabulary at a time
 
@@ -168,6 +169,7 @@ class LongFormDecoder:
                     if is_final:
                         del active[index]
                         results[index] = self._finish(stream)
+                release_free_memory()
                 if progress is not None:
                     progress(consumed / rate)
         return [results[i] for i in range(len(sources))]

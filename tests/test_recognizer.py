@@ -1,0 +1,204 @@
+"""The streaming Recognizer/Stream API: the invariant with the long-form path, batching, endpoints."""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+import echostream
+from echostream.audio import AudioError
+from echostream.streaming.recognizer import EndpointConfig, Recognizer, Stream
+
+SETTINGS = [(8, 32, 0), (8, 16, 8), (4, 8, 4), (16, 32, 16)]
+
+
+def _to_int16(samples: np.ndarray) -> np.ndarray:
+    """The 16-bit samples a 16-bit file's floats came from (exact)."""
+    return np.clip(np.round(samples * 32768), -32768, 32767).astype(np.int16)
+
+
+def _stream_file(
+    rec: Recognizer, samples: np.ndarray, rate: int, rng: random.Random, as_int16: bool = False
+) -> Stream:
+    """Feed ``samples`` in random pieces of 10 ms to 2 s, decoding whenever ready."""
+    s = rec.create_stream()
+    pos = 0
+    while pos < len(samples):
+        n = rng.randint(rate // 100, 2 * rate)
+        piece = samples[pos : pos + n]
+        pos += n
+        s.accept_waveform(rate, _to_int16(piece) if as_int16 else piece)
+        while rec.is_ready(s):
+            rec.decode_streams([s])
+    s.input_finished()
+    while rec.is_ready(s):
+        rec.decode_streams([s])
+    return s
+
+
+@pytest.fixture(scope="module")
+def long_audio(fixture_dir: Path) -> tuple[str, np.ndarray]:
+    path = fixture_dir / "audio" / "long.wav"
+    samples, rate = sf.read(path, dtype="float32")
+    assert rate == 16000
+    return str(path), samples
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: "c{}_l{}_r{}".format(*s))
+def test_pieces_of_any_size_equal_the_long_form_path(
+    fixture_model: echostream.Model, long_audio: tuple[str, np.ndarray], setting: tuple[int, int, int]
+) -> None:
+    path, samples = long_audio
+    c, left, right = setting
+    expected = fixture_model.ctc_log_probs(path, chunk_size=c, left_context=left, right_context=right)
+    text = fixture_model.transcribe(path, chunk_size=c, left_context=left, right_context=right)[0].text
+    rec = Recognizer(fixture_model, chunk_size=c, left_context=left, right_context=right,
+                     endpoint=EndpointConfig(enabled=False), keep_log_probs=True)
+    for seed in range(2):
+        s = _stream_file(rec, samples, 16000, random.Random(seed))
+        got = np.concatenate(s.log_probs)
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-4
+        assert s.result.text == text
+        assert s.result.is_final and s.result.stable_text == text
+
+
+def test_int16_input_and_8khz_input(fixture_model: echostream.Model, long_audio: tuple[str, np.ndarray], tmp_path: Path) -> None:
+    path, samples = long_audio
+    rec = Recognizer(fixture_model, chunk_size=8, left_context=16, right_context=0,
+                     endpoint=EndpointConfig(enabled=False))
+    s = _stream_file(rec, samples, 16000, random.Random(3), as_int16=True)
+    assert s.result.text == fixture_model.transcribe(path, chunk_size=8, left_context=16, right_context=0)[0].text
+    low = soxr.resample(samples, 16000, 8000)
+    wav8 = tmp_path / "long8k.wav"
+    sf.write(wav8, low, 8000, subtype="FLOAT")
+    offline = fixture_model.transcribe(str(wav8), chunk_size=8, left_context=16, right_context=0)[0].text
+    s8 = _stream_file(rec, low, 8000, random.Random(4))
+    assert s8.result.text == offline
+
+
+def test_streams_at_different_positions_batch_together(
+    fixture_model: echostream.Model, fixture_dir: Path
+) -> None:
+    rec = Recognizer(fixture_model, chunk_size=4, left_context=8, right_context=4,
+                     endpoint=EndpointConfig(enabled=False))
+    files = sorted((fixture_dir / "audio").glob("*.wav"))
+    audio = [sf.read(f, dtype="float32")[0] for f in files]
+    alone = [_stream_file(rec, a, 16000, random.Random(i)).result.text for i, a in enumerate(audio)]
+    streams = [rec.create_stream() for _ in audio]
+    positions = [0] * len(audio)
+    rng = random.Random(7)
+    while not all(s.result.is_final for s in streams):
+        for i, (s, a) in enumerate(zip(streams, audio)):
+            if positions[i] < len(a):
+                n = rng.randint(160, 32000)
+                s.accept_waveform(16000, a[positions[i] : positions[i] + n])
+                positions[i] += n
+            elif not s.input_done:
+                s.input_finished()
+        rec.decode_streams(streams)  # only the ready ones are decoded, all in one batch
+    assert [s.result.text for s in streams] == alone
+
+
+def test_provisional_tail_shows_before_frames_are_final(
+    fixture_model: echostream.Model, long_audio: tuple[str, np.ndarray]
+) -> None:
+    _, samples = long_audio
+    rec = Recognizer(fixture_model, chunk_size=4, left_context=8, right_context=4,
+                     endpoint=EndpointConfig(enabled=False))
+    assert rec.latency_seconds > 4 * 0.08  # final frames wait for every layer's right context
+    s = rec.create_stream()
+    s.accept_waveform(16000, samples[: 16000 * 3])
+    while rec.is_ready(s):
+        rec.decode_streams([s])
+    assert s.tail, "a partial result covers audio whose frames are not final yet"
+    assert len(s.labels) + len(s.tail) >= (3 * 100 - 15) // 8 + 1 - 4 * 2
+
+
+def _always_blank(model: echostream.Model) -> echostream.Model:
+    """The fixture model with its CTC head biased so that every frame is blank."""
+    bundle = copy.deepcopy(model.bundle)
+    with torch.no_grad():
+        bundle.model.ctc.ctc_lo.bias[bundle.model.cfg.blank_id] = 1e4
+    return echostream.Model(bundle)
+
+
+def test_endpoints_split_continuous_segments(
+    fixture_model: echostream.Model, long_audio: tuple[str, np.ndarray]
+) -> None:
+    _, samples = long_audio
+    rules = EndpointConfig(silence_without_speech=2.0, silence_after_speech=0.8, max_utterance=20.0)
+    rec = Recognizer(_always_blank(fixture_model), chunk_size=8, left_context=16, right_context=0, endpoint=rules)
+    s = rec.create_stream()
+    finals = []
+    for pos in range(0, 16000 * 9, 1600):
+        s.accept_waveform(16000, samples[pos : pos + 1600])
+        while rec.is_ready(s):
+            rec.decode_streams([s])
+            if rec.is_endpoint(s):
+                finals.append(s.result)
+                rec.reset(s)
+    assert [r.segment for r in finals] == [0, 1, 2]  # 2.0 s of blanks -> 4 chunks of 0.64 s each
+    assert [round(r.start_time, 2) for r in finals] == [0.0, 2.56, 5.12]  # whole chunks of 0.64 s
+    assert s.result.segment == 3 and s.result.start_time > finals[-1].start_time
+
+
+def test_endpoint_rules_on_final_labels(fixture_model: echostream.Model) -> None:
+    rec = Recognizer(fixture_model, chunk_size=8, left_context=16, right_context=0,
+                     endpoint=EndpointConfig(silence_after_speech=0.8, silence_without_speech=2.4))
+    s = rec.create_stream()
+    s.labels = [3] + [0] * 9  # 0.72 s of blanks after speech
+    assert not rec.is_endpoint(s)
+    s.labels.append(0)  # 0.80 s
+    assert rec.is_endpoint(s)
+    s.labels = [0] * 29  # 2.32 s, nothing said
+    assert not rec.is_endpoint(s)
+    s.labels.append(0)
+    assert rec.is_endpoint(s)
+    off = Recognizer(fixture_model, endpoint=EndpointConfig(enabled=False))
+    assert not off.is_endpoint(s)
+
+
+def test_max_utterance_rule(fixture_model: echostream.Model, long_audio: tuple[str, np.ndarray]) -> None:
+    _, samples = long_audio
+    rec = Recognizer(fixture_model, chunk_size=8, left_context=16, right_context=0,
+                     endpoint=EndpointConfig(max_utterance=1.0, silence_after_speech=50, silence_without_speech=50))
+    s = rec.create_stream()
+    s.accept_waveform(16000, samples[: 16000 * 3])
+    hit = False
+    while rec.is_ready(s):
+        rec.decode_streams([s])
+        hit = hit or rec.is_endpoint(s)
+    assert hit
+
+
+def test_bad_input_is_refused_and_the_stream_goes_on(fixture_model: echostream.Model, long_audio: tuple[str, np.ndarray]) -> None:
+    _, samples = long_audio
+    rec = Recognizer(fixture_model, chunk_size=8, left_context=16, right_context=0)
+    s = rec.create_stream()
+    with pytest.raises(AudioError, match="below"):
+        s.accept_waveform(4000, samples[:100])
+    s.accept_waveform(16000, samples[:16000])
+    with pytest.raises(AudioError, match="changed"):
+        s.accept_waveform(8000, samples[:100])
+    with pytest.raises(AudioError, match="NaN"):
+        s.accept_waveform(16000, np.array([0.0, np.nan], np.float32))
+    s.accept_waveform(16000, samples[16000:32000])
+    s.input_finished()
+    while rec.is_ready(s):
+        rec.decode_streams([s])
+    assert s.result.is_final
+    with pytest.raises(RuntimeError):
+        s.accept_waveform(16000, samples[:10])
+
+
+def test_endpoint_config_validation() -> None:
+    with pytest.raises(ValueError, match="max_utterance"):
+        EndpointConfig(max_utterance=0)
