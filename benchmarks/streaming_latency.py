@@ -1,0 +1,229 @@
+"""Streaming latency and capacity of the Recognizer.
+
+For each chunk/context setting:
+- algorithmic latency: audio a frame waits for before it can be decoded (chunk; plus, for final
+  frames, every layer's right context);
+- compute latency: wall time of one decoding step of one stream (median, p95);
+- partial delay: from the end of the audio a token's frame sees to the first partial result
+  that shows it
+  (median, p95). Audio is fed in 100 ms pieces on a simulated real-time clock: a piece arrives at
+  its audio time, a decoding step starts when the stream is ready and the decoder is free, and its
+  result is out after the step's *measured* compute time;
+- capacity: how many real-time streams one process sustains, decoding all ready streams in one
+  batch per step (the largest N whose step time for a chunk of audio stays under the chunk
+  duration, with 20% headroom).
+
+Models: the bundled default model when this build has one, else the chunkformer-tiny fixture
+(random weights, 3 blocks, d=128), and a random ChunkFormer-large-shaped model (17 blocks, d=512).
+
+    python benchmarks/streaming_latency.py [--seconds 20] [--plot benchmarks/results/latency.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SPEECH = SHARED / "fixtures" / "chunkformer-tiny" / "audio" / "long.wav"
+PIECE_S = 0.1
+FRAME_AUDIO_END_S = 0.165  # encoder frame j sees audio up to 80 j + 165 ms (15 features of 25 ms, 10 ms apart)
+SETTINGS = [(4, 16, 0), (8, 32, 0), (16, 64, 0), (8, 32, 8)]
+
+
+@dataclass
+class Row:
+    model: str
+    setting: tuple[int, int, int]
+    algorithmic_ms: float
+    final_ms: float
+    compute_med_ms: float
+    compute_p95_ms: float
+    partial_med_ms: float
+    partial_p95_ms: float
+    capacity: int
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def simulate(rec, samples: np.ndarray, rate: int) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """Feed in real time on a simulated clock; returns step compute times and partial delays (s)."""
+    s = rec.create_stream()
+    frame_s = 0.08
+    piece = int(PIECE_S * rate)
+    clock = 0.0  # when the decoder is free
+    history: list[tuple[float, list]] = []  # (time a partial came out, its tokens)
+    compute: list[float] = []
+    for start in range(0, len(samples), piece):
+        arrival = (start + piece) / rate
+        s.accept_waveform(rate, samples[start : start + piece])
+        while rec.is_ready(s):
+            began = max(clock, arrival)
+            t0 = time.perf_counter()
+            rec.decode_streams([s])
+            took = time.perf_counter() - t0
+            compute.append(took)
+            clock = began + took
+            history.append((clock, s.result.tokens))
+    s.input_finished()
+    while rec.is_ready(s):
+        rec.decode_streams([s])
+    final = s.result.tokens
+    delays = []
+    for i, token in enumerate(final):
+        # first partial that shows this token at this place (a provisional tail may show
+        # something else there first); the token's frame needs audio up to 80 ms * frame + 165 ms
+        shown = next((t for t, tokens in history if len(tokens) > i and tokens[i].token == token.token
+                      and abs(tokens[i].time - token.time) < frame_s / 2), None)
+        if shown is not None:
+            delays.append(shown - (token.time + FRAME_AUDIO_END_S))
+    return compute, delays
+
+
+def capacity(rec, samples: np.ndarray, rate: int, chunk_s: float) -> int:  # type: ignore[no-untyped-def]
+    """Largest number of streams whose batched step for one chunk of audio fits in the chunk."""
+    best = 0
+    n = 1
+    step = int(chunk_s * rate)
+    while n <= 512:
+        streams = [rec.create_stream() for _ in range(n)]
+        # warm up past the first chunks (caches fill), then time steady-state steps
+        times = []
+        for k in range(8):
+            chunk = samples[k * step : (k + 1) * step]
+            for st in streams:
+                st.accept_waveform(rate, chunk)
+            t0 = time.perf_counter()
+            while any(rec.is_ready(st) for st in streams):
+                rec.decode_streams(streams)
+            if k >= 3:
+                times.append(time.perf_counter() - t0)
+        if statistics.median(times) * 1.2 > chunk_s:
+            break
+        best = n
+        n *= 2
+    if best == 0:
+        return 0
+    lo, hi = best, min(best * 2, 512)  # refine between the last good and first bad power of two
+    while hi - lo > max(1, lo // 8):
+        mid = (lo + hi) // 2
+        streams = [rec.create_stream() for _ in range(mid)]
+        times = []
+        for k in range(8):
+            chunk = samples[k * step : (k + 1) * step]
+            for st in streams:
+                st.accept_waveform(rate, chunk)
+            t0 = time.perf_counter()
+            while any(rec.is_ready(st) for st in streams):
+                rec.decode_streams(streams)
+            if k >= 3:
+                times.append(time.perf_counter() - t0)
+        if statistics.median(times) * 1.2 > chunk_s:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def models() -> list[tuple[str, object]]:
+    import echostream
+    from echostream.cli.main import default_model_path
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from longform import large_bundle
+
+    default = default_model_path()
+    out: list[tuple[str, object]] = []
+    if default is not None:
+        out.append(("default", echostream.load_model(default)))
+    else:
+        out.append(("tiny fixture", echostream.load_model(SHARED / "fixtures" / "chunkformer-tiny" / "model")))
+    out.append(("large-shaped", echostream.Model(large_bundle())))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0, help="audio per latency run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "results" / "latency.png"))
+    parser.add_argument("--no-capacity", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from echostream.streaming.recognizer import EndpointConfig, Recognizer
+
+    samples, rate = sf.read(SPEECH, dtype="float32")
+    samples = np.tile(samples, int(np.ceil(args.seconds * rate / len(samples))))[: int(args.seconds * rate)]
+    rows = []
+    for name, model in models():
+        for c, left, right in SETTINGS:
+            rec = Recognizer(model, chunk_size=c, left_context=left, right_context=right,  # type: ignore[arg-type]
+                             endpoint=EndpointConfig(enabled=False))
+            compute, delays = simulate(rec, samples, rate)
+            cap = 0 if args.no_capacity else capacity(rec, samples, rate, c * 0.08)
+            rows.append(Row(
+                model=name, setting=(c, left, right), algorithmic_ms=(c + right) * 80.0,
+                final_ms=rec.latency_seconds * 1000, compute_med_ms=statistics.median(compute) * 1000,
+                compute_p95_ms=percentile(compute, 95) * 1000,
+                partial_med_ms=percentile(delays, 50) * 1000, partial_p95_ms=percentile(delays, 95) * 1000,
+                capacity=cap,
+            ))
+            r = rows[-1]
+            print(f"  {name} c{c}/l{left}/r{right}: partial p50 {r.partial_med_ms:.0f} ms, capacity {cap}", file=sys.stderr)
+    print(f"\nStreaming latency ({args.threads} threads, {PIECE_S * 1000:.0f} ms pieces, simulated real time)")
+    head = (f"{'model':<13} {'chunk/left/right':>16} {'algo ms':>8} {'final ms':>9} {'step p50':>9} "
+            f"{'step p95':>9} {'partial p50':>12} {'partial p95':>12} {'streams':>8}")
+    print(head)
+    for r in rows:
+        c, left, right = r.setting
+        print(f"{r.model:<13} {f'{c}/{left}/{right}':>16} {r.algorithmic_ms:>8.0f} {r.final_ms:>9.0f} "
+              f"{r.compute_med_ms:>9.1f} {r.compute_p95_ms:>9.1f} {r.partial_med_ms:>12.0f} "
+              f"{r.partial_p95_ms:>12.0f} {r.capacity:>8}")
+    print("algo: chunk + right context; final: until a frame is final; step: compute per decoding step of one "
+          "stream; partial: token audio end -> first partial showing it; streams: real-time streams sustained")
+    if args.plot:
+        plot(rows, Path(args.plot))
+        print(f"plot: {args.plot}")
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    names = sorted({r.model for r in rows})
+    labels = [f"{c}/{left}/{right}" for c, left, right in dict.fromkeys(r.setting for r in rows)]
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        mine = [r for r in rows if r.model == name]
+        xs = np.arange(len(mine)) + k * width
+        axes[0].bar(xs, [r.partial_med_ms for r in mine], width, label=f"{name} p50")
+        axes[0].errorbar(xs, [r.partial_med_ms for r in mine],
+                         yerr=[[0] * len(mine), [r.partial_p95_ms - r.partial_med_ms for r in mine]],
+                         fmt="none", ecolor="black", capsize=3)
+        axes[1].bar(xs, [r.capacity for r in mine], width, label=name)
+    for ax, title in zip(axes, ["partial-result delay (ms, p50 with p95 bar)", "real-time streams sustained"]):
+        ax.set_xticks(np.arange(len(labels)) + width * (len(names) - 1) / 2, labels)
+        ax.set_xlabel("chunk / left / right (80 ms frames)")
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

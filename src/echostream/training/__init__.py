@@ -1,0 +1,1 @@
+"""Training: schedules, samplers, checkpoint averaging, the training loop."""
