@@ -37,7 +37,7 @@ def test_scheduler_resumes_exactly() -> None:
     assert opt2.param_groups[0]["lr"] == pytest.approx(lr_at(cfg, 7))
 
 
-@pytest.mark.parametrize("bad", [dict(lr=0), dict(decay="step"), dict(decay="cosine", total_steps=1)])
+@pytest.mark.parametrize("bad", [{"lr": 0}, {"decay": "step"}, {"decay": "cosine", "total_steps": 1}])
 def test_schedule_validation(bad: dict) -> None:
     with pytest.raises(ValueError):
         ScheduleConfig(**bad)
