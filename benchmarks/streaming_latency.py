@@ -91,48 +91,37 @@ def simulate(rec, samples: np.ndarray, rate: int) -> tuple[list[float], list[flo
     return compute, delays
 
 
-def capacity(rec, samples: np.ndarray, rate: int, chunk_s: float) -> int:  # type: ignore[no-untyped-def]
-    """Largest number of streams whose batched step for one chunk of audio fits in the chunk."""
-    best = 0
-    n = 1
+def step_time(rec, samples: np.ndarray, rate: int, streams: int, chunk_s: float) -> float:  # type: ignore[no-untyped-def]
+    """Median wall time to decode one chunk of audio for ``streams`` streams in batched steps."""
+    live = [rec.create_stream() for _ in range(streams)]
     step = int(chunk_s * rate)
-    while n <= 512:
-        streams = [rec.create_stream() for _ in range(n)]
-        # warm up past the first chunks (caches fill), then time steady-state steps
-        times = []
-        for k in range(8):
-            chunk = samples[k * step : (k + 1) * step]
-            for st in streams:
-                st.accept_waveform(rate, chunk)
-            t0 = time.perf_counter()
-            while any(rec.is_ready(st) for st in streams):
-                rec.decode_streams(streams)
-            if k >= 3:
-                times.append(time.perf_counter() - t0)
-        if statistics.median(times) * 1.2 > chunk_s:
-            break
-        best = n
-        n *= 2
+    times = []
+    for k in range(8):  # the first chunks fill the caches; time the steady state after them
+        for st in live:
+            st.accept_waveform(rate, samples[k * step : (k + 1) * step])
+        t0 = time.perf_counter()
+        while any(rec.is_ready(st) for st in live):
+            rec.decode_streams(live)
+        if k >= 3:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def capacity(rec, samples: np.ndarray, rate: int, chunk_s: float) -> int:  # type: ignore[no-untyped-def]
+    """Largest number of streams whose batched step for one chunk of audio fits in the chunk
+    duration with 20% headroom: doubling, then bisection."""
+    def fits(n: int) -> bool:
+        return step_time(rec, samples, rate, n, chunk_s) * 1.2 <= chunk_s
+
+    best, n = 0, 1
+    while n <= 512 and fits(n):
+        best, n = n, n * 2
     if best == 0:
         return 0
-    lo, hi = best, min(best * 2, 512)  # refine between the last good and first bad power of two
+    lo, hi = best, min(best * 2, 512)
     while hi - lo > max(1, lo // 8):
         mid = (lo + hi) // 2
-        streams = [rec.create_stream() for _ in range(mid)]
-        times = []
-        for k in range(8):
-            chunk = samples[k * step : (k + 1) * step]
-            for st in streams:
-                st.accept_waveform(rate, chunk)
-            t0 = time.perf_counter()
-            while any(rec.is_ready(st) for st in streams):
-                rec.decode_streams(streams)
-            if k >= 3:
-                times.append(time.perf_counter() - t0)
-        if statistics.median(times) * 1.2 > chunk_s:
-            hi = mid
-        else:
-            lo = mid
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
 
 
