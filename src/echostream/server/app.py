@@ -1,0 +1,387 @@
+"""The HTTP/WebSocket server: WeNet's streaming protocol, file transcription, a microphone page.
+
+Routes:
+    ``WS /ws`` and ``WS /``  streaming recognition (:mod:`echostream.server.protocol`)
+    ``POST /transcribe``     a whole file: multipart field ``file``, or the raw body (``?filename=``)
+    ``GET /healthz``         ``{"status": "ok", "streams": n, "model": name}``
+    ``GET /``                a page that streams the microphone (``static/``)
+
+Each connection gets a :class:`~echostream.server.batcher.Session`; the one
+:class:`~echostream.server.batcher.Batcher` task decodes them all. A connection's own task only
+reads messages (feeding PCM to its session) and a second one sends its replies, so a slow or
+misbehaving client holds up nobody else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import re
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.websockets import WebSocketDisconnect
+
+from echostream.model import Model
+from echostream.server import protocol
+from echostream.server.batcher import Batcher, CloseRequest, Reply, Session
+from echostream.server.protocol import CloseCode, EndSignal, ProtocolError
+from echostream.streaming.recognizer import Recognizer
+from echostream.transcript import Transcript
+
+log = logging.getLogger("echostream.server")
+
+STATIC_DIR = Path(str(resources.files("echostream.server"))) / "static"
+_UNSAFE = re.compile(r"[^\w.-]+")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Where the server listens, how it decodes and what it allows.
+
+    Chunk and contexts are in encoder frames (80 ms); they apply to streams and to ``/transcribe``
+    alike, so both give the same text. ``idle_timeout`` is the longest wait (s) for a client's next
+    message before its ``end`` signal. ``max_batch`` bounds the streams decoded in one step.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    chunk_size: int = 8
+    left_context: int = 32
+    right_context: int = 0
+    max_connections: int = 64
+    max_message_bytes: int = 1 << 20
+    idle_timeout: float = 30.0
+    max_batch: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_size", "max_connections", "max_message_bytes", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServerConfig.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("left_context", "right_context", "port"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ServerConfig.{name} must not be negative, got {getattr(self, name)}")
+        if not self.idle_timeout > 0:
+            raise ValueError(f"ServerConfig.idle_timeout must be positive, got {self.idle_timeout}")
+
+
+class _Connection:
+    """One WebSocket: a receiving task (signals and PCM in) and a sending task (replies out)."""
+
+    def __init__(self, ws: WebSocket, batcher: Batcher, config: ServerConfig) -> None:
+        self.ws = ws
+        self.batcher = batcher
+        self.config = config
+        self.outbox: asyncio.Queue[Reply] = asyncio.Queue()
+        self.session: Session | None = None
+        self.ended = False
+        self.disconnect_code: int | None = None  # the close code of a disconnect we did not ask for
+
+    async def run(self) -> CloseRequest | None:
+        """Serve the connection; the close the server sent, or None if the client went away."""
+        receiver = asyncio.create_task(self._receive())
+        sender = asyncio.create_task(self._send())
+        try:
+            await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if not sender.done():
+                error = receiver.exception()
+                if error is None:  # the client disconnected
+                    return None
+                if isinstance(error, ProtocolError):
+                    self._fail(error.code, str(error))
+                else:
+                    log.error("internal error on a connection", exc_info=error)
+                    self._fail(CloseCode.INTERNAL, "internal server error")
+            try:
+                return await sender
+            except WebSocketDisconnect:  # the client left while we were sending
+                return None
+        finally:
+            for task in (receiver, sender):
+                task.cancel()
+            await asyncio.gather(receiver, sender, return_exceptions=True)
+
+    def _fail(self, code: CloseCode, message: str) -> None:
+        if self.session is not None:
+            self.batcher.close(self.session)  # no more replies from the decoder
+        self.outbox.put_nowait(CloseRequest(code, message))
+
+    async def _send(self) -> CloseRequest:
+        while True:
+            reply = await self.outbox.get()
+            if isinstance(reply, CloseRequest):
+                if reply.message is not None:
+                    await self.ws.send_text(json.dumps(protocol.failed(reply.message)))
+                await self.ws.close(int(reply.code))
+                return reply
+            await self.ws.send_text(json.dumps(reply, ensure_ascii=False))
+
+    async def _receive(self) -> None:
+        """Read messages until the client disconnects; raise ProtocolError on a client mistake."""
+        limit = self.config.max_message_bytes
+        while True:
+            if self.session is not None and not self.session.room.is_set():
+                await self.session.room.wait()  # the decoder is behind: stop reading for a while
+            timeout = None if self.ended else self.config.idle_timeout
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), timeout)
+            except TimeoutError:
+                raise ProtocolError(
+                    f"idle timeout: no message for {self.config.idle_timeout:g} s", CloseCode.POLICY
+                ) from None
+            if message["type"] == "websocket.disconnect":
+                self.disconnect_code = message.get("code")
+                return
+            if self.ended:
+                continue  # after "end" the server only finishes; anything else is ignored
+            data: bytes | None = message.get("bytes")
+            text: str | None = message.get("text")
+            size = len(data) if data is not None else len((text or "").encode("utf-8"))
+            if size > limit:
+                raise ProtocolError(f"message of {size} bytes exceeds the limit of {limit} bytes", CloseCode.TOO_BIG)
+            if data is not None:
+                self._audio(data)
+            else:
+                self._signal(text or "")
+
+    def _audio(self, data: bytes) -> None:
+        if self.session is None:
+            raise ProtocolError("audio before the start signal", CloseCode.POLICY)
+        if len(data) % 2:
+            raise ProtocolError(
+                f"binary message of {len(data)} bytes: 16-bit PCM needs an even number", CloseCode.BAD_DATA
+            )
+        samples = np.frombuffer(data, dtype="<i2").astype(np.int16)  # (N,)
+        self.batcher.push(self.session, samples)
+
+    def _signal(self, text: str) -> None:
+        signal = protocol.parse_signal(text)
+        if isinstance(signal, EndSignal):
+            if self.session is None:
+                raise ProtocolError("end signal before the start signal", CloseCode.POLICY)
+            self.ended = True
+            self.batcher.finish(self.session)
+            return
+        if self.session is not None:
+            raise ProtocolError("start signal sent twice", CloseCode.POLICY)
+        self.session = self.batcher.open(signal.sample_rate, signal.continuous_decoding, self.outbox)
+        self.outbox.put_nowait(protocol.server_ready())
+
+
+class _Server:
+    """The application's state: the model, the batcher and the open connections."""
+
+    def __init__(self, model: Model, config: ServerConfig, model_name: str) -> None:
+        self.model = model
+        self.config = config
+        self.model_name = model_name
+        self.recognizer = Recognizer(
+            model, chunk_size=config.chunk_size, left_context=config.left_context,
+            right_context=config.right_context,
+        )
+        self.batcher: Batcher | None = None
+        self.connections = 0
+        self._transcriber = ThreadPoolExecutor(max_workers=1, thread_name_prefix="echostream-transcribe")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        self.batcher = Batcher(self.recognizer, max_batch=self.config.max_batch)
+        task = asyncio.create_task(self.batcher.run(), name="echostream-batcher")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self.batcher.shutdown()
+            self._transcriber.shutdown(wait=False, cancel_futures=True)
+
+    # ----------------------------------------------------------------------------- WebSocket
+
+    async def websocket(self, ws: WebSocket) -> None:
+        peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "unknown peer"
+        assert self.batcher is not None, "the lifespan starts the batcher"
+        await ws.accept()
+        if self.connections >= self.config.max_connections:
+            log.warning("ws %s rejected: %d connections open (the limit)", peer, self.connections)
+            with contextlib.suppress(WebSocketDisconnect):
+                await ws.send_text(json.dumps(protocol.failed(
+                    f"too many connections: the server allows {self.config.max_connections}"
+                )))
+                await ws.close(int(CloseCode.POLICY))
+            return
+        self.connections += 1
+        log.info("ws %s open (%d of %d connections)", peer, self.connections, self.config.max_connections)
+        conn = _Connection(ws, self.batcher, self.config)
+        closed: CloseRequest | None
+        try:
+            closed = await conn.run()
+        except Exception:  # a bug here must not take the server down
+            log.exception("ws %s: internal error", peer)
+            closed = CloseRequest(CloseCode.INTERNAL, "internal server error")
+        finally:
+            self.connections -= 1
+            if conn.session is not None:
+                self.batcher.close(conn.session)
+        session = conn.session
+        done = (f"{session.audio_seconds:.1f} s of audio, {session.results} final result"
+                f"{'' if session.results == 1 else 's'}") if session else "no stream"
+        if closed is None:
+            state = "after its stream ended" if session is not None and session.done else "mid-stream"
+            log.info("ws %s disconnected %s (code %s, %s)", peer, state, conn.disconnect_code, done)
+        elif closed.message is not None:
+            log.warning("ws %s failed (%d): %s (%s)", peer, closed.code, closed.message, done)
+        else:
+            log.info("ws %s closed (%s)", peer, done)
+
+    # ---------------------------------------------------------------------------------- HTTP
+
+    async def transcribe(self, request: Request) -> JSONResponse:
+        with tempfile.TemporaryDirectory(prefix="echostream-upload-") as tmp:
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                async with request.form() as form:
+                    upload = form.get("file")
+                    if not isinstance(upload, UploadFile):
+                        return _bad_request("multipart upload has no 'file' field")
+                    name = upload.filename or "upload"
+                    path = Path(tmp) / _safe_name(name)
+                    with path.open("wb") as f:
+                        while chunk := await upload.read(1 << 20):
+                            f.write(chunk)
+            else:
+                name = request.query_params.get("filename") or "upload"
+                path = Path(tmp) / _safe_name(name)
+                with path.open("wb") as f:
+                    async for chunk in request.stream():
+                        f.write(chunk)
+            if path.stat().st_size == 0:
+                return _bad_request(f"{name}: empty upload")
+            cfg = self.config
+            run = functools.partial(
+                self.model.transcribe, str(path), chunk_size=cfg.chunk_size,
+                left_context=cfg.left_context, right_context=cfg.right_context,
+            )
+            try:
+                (transcript,) = await asyncio.get_running_loop().run_in_executor(self._transcriber, run)
+            except Exception:  # reported as a 500, logged with its traceback
+                log.exception("transcribing %s failed", name)
+                return JSONResponse({"error": "internal server error"}, status_code=500)
+        if transcript.error is not None:
+            message = transcript.error.replace(str(path), name)
+            log.info("transcribe %s rejected: %s", name, message)
+            return _bad_request(message)
+        return JSONResponse(_transcript_json(transcript))
+
+    async def healthz(self) -> dict[str, Any]:
+        streams = len(self.batcher.sessions) if self.batcher is not None else 0
+        return {"status": "ok", "streams": streams, "model": self.model_name}
+
+
+def _bad_request(message: str) -> JSONResponse:
+    return JSONResponse({"error": protocol.failed(message)["message"]}, status_code=400)
+
+
+def _safe_name(name: str) -> str:
+    """A file name for an upload that keeps its extension (decoders look at it)."""
+    return _UNSAFE.sub("_", Path(name).name)[-100:].lstrip(".") or "upload"
+
+
+def _transcript_json(t: Transcript) -> dict[str, Any]:
+    return {
+        "text": t.text,
+        "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text} for s in t.segments],
+        "duration": round(t.duration, 3),
+    }
+
+
+def create_app(model: Model, config: ServerConfig, *, model_name: str = "model") -> FastAPI:
+    """The ASGI application. Its lifespan starts and stops the batching task."""
+    server = _Server(model, config, model_name)
+    app = FastAPI(title="echostream", lifespan=server.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_api_websocket_route("/ws", server.websocket)
+    app.add_api_websocket_route("/", server.websocket)
+    app.add_api_route("/transcribe", server.transcribe, methods=["POST"])
+    app.add_api_route("/healthz", server.healthz, methods=["GET"])
+
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def build_server(model: Model, config: ServerConfig, *, model_name: str = "model",
+                 configure_logging: bool = False) -> uvicorn.Server:
+    """A uvicorn server for :func:`create_app`; start it with ``.run(sockets=[...])``.
+
+    Messages up to ``max_message_bytes`` reach the application, which answers larger ones with a
+    ``failed`` reply; the WebSocket layer itself drops (close code 1009, no reply) messages over
+    four times the limit, so that a huge message is never buffered whole.
+    """
+    app = create_app(model, config, model_name=model_name)
+    uv_config = uvicorn.Config(
+        app, host=config.host, port=config.port, ws="websockets-sansio",
+        ws_max_size=4 * config.max_message_bytes, log_config=uvicorn.config.LOGGING_CONFIG if configure_logging else None,
+        timeout_graceful_shutdown=5, lifespan="on",
+    )
+    if configure_logging:
+        # uvicorn's own lines about each WebSocket would double ours; keep its access log for HTTP.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    return uvicorn.Server(uv_config)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket; OSError (one line) when the address cannot be used."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise OSError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    return sock
+
+
+def serve(model: Model, config: ServerConfig, *, model_name: str = "model", sock: socket.socket | None = None) -> None:
+    """Run the server until interrupted (blocking); Ctrl-C stops it gracefully and returns.
+
+    ``sock`` is a socket from :func:`listen` (default: one for ``config.host`` and ``config.port``).
+    Logs one line when a connection opens and one when it closes or fails."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("echostream.server").setLevel(logging.INFO)
+    if sock is None:
+        sock = listen(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    log.info(
+        "echostream server on http://%s:%d/ (WebSocket /ws; model %s, chunk %d, left %d, right %d)",
+        shown, port, model_name, config.chunk_size, config.left_context, config.right_context,
+    )
+    server = build_server(model, config, model_name=model_name, configure_logging=True)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shut down gracefully, then re-raised the interrupt
+        pass
+    log.info("echostream server stopped")

@@ -1,0 +1,125 @@
+"""The microphone page in headless Chromium, driven over the Chrome DevTools protocol.
+
+Chromium's fake capture device plays a 16 kHz file as the microphone; the page records it through
+its AudioWorklet, streams it, and must show partial and then final text.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server_helpers import LiveServer
+from websockets.sync.client import ClientConnection, connect
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (.ci/install-browser installs it with apt-get)"
+)
+STARTUP_SECONDS = 30.0
+PAGE_SECONDS = 30.0
+
+
+class DevTools:
+    """A minimal Chrome DevTools protocol client for one page."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.last_id = 0
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.last_id += 1
+        self.ws.send(json.dumps({"id": self.last_id, "method": method, "params": params}))
+        while True:  # events come in between; skip them
+            message = json.loads(self.ws.recv(timeout=PAGE_SECONDS))
+            if message.get("id") == self.last_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]  # type: ignore[no-any-return]
+
+    def evaluate(self, expression: str, *, user_gesture: bool = False) -> Any:
+        result = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True,
+            userGesture=user_gesture,
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, what: str) -> Any:
+        deadline = time.monotonic() + PAGE_SECONDS
+        while not (value := self.evaluate(expression)):
+            if time.monotonic() > deadline:
+                status = self.evaluate("document.getElementById('status').textContent")
+                raise AssertionError(f"timed out waiting for {what}; the page says {status!r}")
+            time.sleep(0.1)
+        return value
+
+
+@contextmanager
+def chromium(fake_microphone: Path, profile: Path) -> Iterator[DevTools]:
+    assert CHROMIUM is not None
+    args = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake_microphone}",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+        f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+        "about:blank",
+    ]
+    log = (profile.parent / "chromium.log").open("w")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            assert process.poll() is None, f"Chromium exited: {(profile.parent / 'chromium.log').read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
+            time.sleep(0.05)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=STARTUP_SECONDS) as response:
+            pages = [t for t in json.loads(response.read()) if t["type"] == "page"]
+        with connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=STARTUP_SECONDS) as ws:
+            yield DevTools(ws)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_the_page_streams_the_microphone(live: LiveServer, audio_dir: Path, tmp_path: Path) -> None:
+    with chromium(audio_dir / "utt3.wav", tmp_path / "profile") as page:
+        page.call("Page.navigate", url=live.http + "/")
+        page.wait_for("document.body && document.body.dataset.ready === 'true'", "the page's script")
+        page.evaluate("document.getElementById('start').click()", user_gesture=True)
+        text = page.wait_for(
+            "Array.from(document.querySelectorAll('#transcript .partial, #transcript .final'))"
+            ".map(p => p.textContent).join(' ').trim()",
+            "partial text",
+        )
+        assert text
+        assert live.get_json("/healthz")["streams"] == 1
+        color = page.evaluate(
+            "(() => { const p = document.querySelector('#transcript .partial');"
+            " return p ? getComputedStyle(p).color : 'rgb(136, 136, 136)'; })()"
+        )
+        assert color == "rgb(136, 136, 136)", "partial text is grey"
+        page.evaluate("document.getElementById('stop').click()", user_gesture=True)
+        page.wait_for("document.getElementById('status').textContent === 'done'", "the end of the stream")
+        finals = page.evaluate("Array.from(document.querySelectorAll('#transcript .final')).map(p => p.textContent)")
+        assert finals and all(finals), finals
+        assert page.evaluate("getComputedStyle(document.querySelector('#transcript .final')).color") == "rgb(0, 0, 0)"
+        assert page.evaluate("document.querySelectorAll('#transcript .partial').length") == 0
+    live.wait_streams(0)
