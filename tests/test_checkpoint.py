@@ -207,13 +207,22 @@ def test_unexpected_tensor_is_named(
     assert "unexpected tensor" in message and extra in message
 
 
-def test_decoder_tensors_are_skipped_and_logged(
-    fixture_dir: Path, released_state: dict[str, torch.Tensor], caplog: pytest.LogCaptureFixture
+def test_decoder_tensors_load_or_are_skipped_and_logged_without_a_decoder_config(
+    fixture_dir: Path,
+    tmp_path: Path,
+    released_state: dict[str, torch.Tensor],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     decoder = [name for name in released_state if name.startswith("decoder.")]
     assert decoder, "the fixture should hold an attention decoder"
+    # the fixture's config names its decoder: it loads (tests/heads check every tensor)
+    bundle = load_released_folder(fixture_dir / "model")
+    assert any(name.startswith("decoder.") for name in bundle.model.state_dict())
+    # a config without decoder/decoder_conf describes a CTC-only model: decoder.* are skipped
+    folder = _copy_model(fixture_dir, tmp_path)
+    _edit_config(folder, lambda conf: [conf.pop(k) for k in ("decoder", "decoder_conf")])
     with caplog.at_level(logging.INFO, logger="echostream.models.checkpoint"):
-        bundle = load_released_folder(fixture_dir / "model")
+        bundle = load_released_folder(folder)
     assert not any(name.startswith("decoder") for name in bundle.model.state_dict())
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"skipped {len(decoder)} tensors" in m and "decoder" in m for m in messages), messages

@@ -6,6 +6,7 @@ Shape legend:
     N  chunks in a masked batch (all chunks of all utterances, flattened)
     C  chunk size, L left context, R right context (encoder frames)
     K  half the convolution kernel (frames of left/right reach)
+    B  sequences in a batch, U tokens (attention decoder), T' encoder frames
 """
 
 from __future__ import annotations
@@ -80,3 +81,60 @@ def chunk_conv_mask(
     pos = start - reach + torch.arange(window, device=end.device)
     limit = torch.minimum(end.unsqueeze(-1), start + chunk + right)
     return (pos >= 0) & (pos < limit)  # (N, C + 2K)
+
+
+def causal_attn_mask(length: int, device: torch.device | str | None = None) -> Tensor:
+    """Which earlier positions each position of a left-to-right sequence may attend.
+
+    Returns:
+        attn_mask: (U, U), True where key ``j <=`` query ``i``.
+
+    >>> causal_attn_mask(3).int()
+    tensor([[1, 0, 0],
+            [1, 1, 0],
+            [1, 1, 1]], dtype=torch.int32)
+    """
+    position = torch.arange(length, device=device)
+    return position.unsqueeze(0) <= position.unsqueeze(1)  # (U, U)
+
+
+def decoder_self_attn_mask(token_lens: Tensor, max_len: int | None = None) -> Tensor:
+    """Self-attention mask of an attention decoder over padded token sequences.
+
+    A query attends to the keys at or before it that are not padding.
+
+    Args:
+        token_lens: (B,) valid tokens of each sequence (``<sos>`` included).
+        max_len: padded length U; defaults to ``token_lens.max()``.
+    Returns:
+        attn_mask: (B, U, U).
+
+    >>> decoder_self_attn_mask(torch.tensor([2, 3]), 3).int()
+    tensor([[[1, 0, 0],
+             [1, 1, 0],
+             [1, 1, 0]],
+    <BLANKLINE>
+            [[1, 0, 0],
+             [1, 1, 0],
+             [1, 1, 1]]], dtype=torch.int32)
+    """
+    valid = lengths_to_valid_mask(token_lens, max_len)  # (B, U)
+    causal = causal_attn_mask(valid.shape[1], device=token_lens.device)  # (U, U)
+    return valid.unsqueeze(1) & causal.unsqueeze(0)  # (B, U, U)
+
+
+def cross_attn_mask(memory_lens: Tensor, max_len: int | None = None) -> Tensor:
+    """Which encoder frames decoder queries may attend (every query sees the same frames).
+
+    Args:
+        memory_lens: (B,) valid encoder frames.
+        max_len: padded length T'; defaults to ``memory_lens.max()``.
+    Returns:
+        attn_mask: (B, 1, T'), broadcasting over the queries.
+
+    >>> cross_attn_mask(torch.tensor([1, 3]), 3).int()
+    tensor([[[1, 0, 0]],
+    <BLANKLINE>
+            [[1, 1, 1]]], dtype=torch.int32)
+    """
+    return lengths_to_valid_mask(memory_lens, max_len).unsqueeze(1)  # (B, 1, T')

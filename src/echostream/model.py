@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,19 +14,54 @@ import torch
 
 from echostream.audio import AudioError, prepare_waveform
 from echostream.encoders.base import ChunkContext
+from echostream.frontend.fbank import fbank_step, init_fbank_state
+from echostream.heads.search import (
+    AttentionRescoring,
+    CTCGreedySearch,
+    CTCPrefixBeamSearch,
+    RescoringWeights,
+    SearchStrategy,
+    piece_end,
+)
 from echostream.models.checkpoint import (
     CheckpointError,
     ModelBundle,
     load_checkpoint,
     load_released_folder,
 )
-from echostream.streaming.longform import AudioInput, LongFormDecoder, frame_seconds
+from echostream.runtime import release_free_memory
+from echostream.streaming.longform import CTC_SLICE, AudioInput, LongFormDecoder, frame_seconds
 from echostream.transcript import Transcript, build_transcript
 
 AudioLike = str | os.PathLike | np.ndarray | tuple[np.ndarray, int]
 
 DEFAULT_CHUNK, DEFAULT_LEFT, DEFAULT_RIGHT = 64, 128, 128
+DECODINGS = ("greedy", "prefix_beam", "attention_rescoring")
+MAX_PIECE_SECONDS = 30.0  # longest piece prefix beam search / rescoring decode at once
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodingOptions:
+    """How :meth:`Model.transcribe` turns CTC frames into tokens.
+
+    ``greedy``: best label per frame. ``prefix_beam``: CTC prefix beam search of ``beam_size``.
+    ``attention_rescoring``: the prefix beam n-best re-ranked by the attention decoder with
+    ``(1 - reverse_weight) * l2r + reverse_weight * r2l + ctc_weight * ctc``; ``reverse_weight``
+    None takes the model's trained ``reverse_weight`` (0 without a right-to-left decoder).
+    """
+
+    decoding: str = "greedy"
+    beam_size: int = 10
+    ctc_weight: float = 0.3
+    reverse_weight: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"decoding {self.decoding!r} is not one of {', '.join(DECODINGS)}")
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, got {self.beam_size}")
+        RescoringWeights(ctc_weight=self.ctc_weight, reverse_weight=self.reverse_weight or 0.0)
 
 
 class _InputError(AudioError):
@@ -117,6 +154,10 @@ class Model:
         block_seconds: float = 30.0,
         max_silence: float = 0.5,
         progress: Callable[[float], None] | None = None,
+        decoding: str = "greedy",
+        beam_size: int = 10,
+        ctc_weight: float = 0.3,
+        reverse_weight: float | None = None,
     ) -> list[Transcript]:
         """Transcribe files (any length, any format soundfile or ffmpeg reads) or arrays.
 
@@ -124,7 +165,26 @@ class Model:
         them. Chunk and contexts are in encoder frames (80 ms). Up to ``batch_seconds`` of audio are
         encoded per step, ``block_seconds`` per input. An input that cannot be read gets a
         Transcript with ``error`` set; the others are transcribed all the same.
+
+        ``decoding`` is ``"greedy"`` (the default), ``"prefix_beam"`` (CTC prefix beam search,
+        ``beam_size``) or ``"attention_rescoring"`` (the beam's n-best re-ranked by the attention
+        decoder; see :class:`DecodingOptions` for ``ctc_weight`` and ``reverse_weight``). The beam
+        decodings run input by input and decode each input piece by piece: the CTC frames are cut
+        where the best path has ``max_silence`` of blanks after a token, and at most every
+        30 s, so memory stays bounded for any duration; a piece whose best path is all blank
+        gives no tokens without being searched. Tokens, their times and the segments come from the
+        best CTC path of each piece's chosen sequence, as greedy ones come from the best path.
         """
+        options = DecodingOptions(
+            decoding=decoding, beam_size=beam_size, ctc_weight=ctc_weight, reverse_weight=reverse_weight
+        )
+        if options.decoding != "greedy":
+            return self._transcribe_search(
+                audio, options,
+                context=ChunkContext(chunk=chunk_size, left=left_context, right=right_context),
+                sample_rate=sample_rate, block_seconds=block_seconds, max_silence=max_silence,
+                progress=progress,
+            )
         inputs, results = self._decode(
             audio, chunk_size=chunk_size, left_context=left_context, right_context=right_context,
             sample_rate=sample_rate, batch_seconds=batch_seconds, block_seconds=block_seconds,
@@ -146,6 +206,132 @@ class Model:
                     )
                 )
         return out
+
+    def search_strategy(self, options: DecodingOptions) -> SearchStrategy:
+        """The strategy that decodes one utterance (or piece) as ``options`` say.
+
+        (``transcribe`` decodes ``greedy`` frame by frame in its batched long-form path instead;
+        the result is the same.)
+        """
+        cfg = self.bundle.model.cfg
+        if options.decoding == "prefix_beam":
+            return CTCPrefixBeamSearch(beam_size=options.beam_size, blank_id=cfg.blank_id)
+        if options.decoding == "attention_rescoring":
+            decoder = self.bundle.model.decoder
+            if decoder is None:
+                raise ValueError("attention_rescoring needs an attention decoder; this model has none")
+            reverse = cfg.loss.reverse_weight if options.reverse_weight is None else options.reverse_weight
+            if reverse > 0.0 and decoder.r2l is None:
+                raise ValueError("reverse_weight > 0 needs a right-to-left decoder; this model has none")
+            if decoder.r2l is None:
+                reverse = 0.0
+            return AttentionRescoring(
+                decoder,
+                RescoringWeights(ctc_weight=options.ctc_weight, reverse_weight=reverse),
+                beam_size=options.beam_size,
+                blank_id=cfg.blank_id,
+            )
+        return CTCGreedySearch(blank_id=cfg.blank_id)
+
+    def _transcribe_search(
+        self,
+        audio: AudioLike | Sequence[AudioLike],
+        options: DecodingOptions,
+        *,
+        context: ChunkContext,
+        sample_rate: int | None,
+        block_seconds: float,
+        max_silence: float,
+        progress: Callable[[float], None] | None,
+    ) -> list[Transcript]:
+        """Beam decodings: each input encoded block by block with carried state, searched per piece."""
+        seconds = frame_seconds(self.bundle)
+        if max_silence < seconds:
+            raise ValueError(f"max_silence must be at least one frame ({seconds} s), got {max_silence}")
+        if block_seconds <= 0:
+            raise ValueError(f"block_seconds must be positive, got {block_seconds}")
+        strategy = self.search_strategy(options)
+        out = []
+        for item in self._inputs(audio, sample_rate):
+            if isinstance(item, _InputError):
+                out.append(Transcript(source=item.source, error=str(item)))
+                continue
+            try:
+                out.append(self._search_one(item, strategy, context, block_seconds, max_silence, progress))
+            except AudioError as err:
+                out.append(Transcript(source=item.name, error=str(err)))
+        return out
+
+    def _search_one(
+        self,
+        source: AudioInput,
+        strategy: SearchStrategy,
+        context: ChunkContext,
+        block_seconds: float,
+        max_silence: float,
+        progress: Callable[[float], None] | None,
+    ) -> Transcript:
+        model, rate = self.bundle.model, self.sample_rate
+        blank = model.cfg.blank_id
+        seconds = frame_seconds(self.bundle)
+        silence_frames = math.floor(max_silence / seconds + 1e-6)
+        max_frames = max(1, round(MAX_PIECE_SECONDS / seconds))
+        blocks = source.blocks(block_seconds, rate)
+        block = next(blocks, None)
+        if block is None:
+            raise AudioError(f"{source.name}: no audio samples")
+        state = model.encoder.init_state(1, context, self.device)
+        fbank = init_fbank_state()
+        # frames encoded but not yet decoded: encoder output (P, D), CTC log-probs (P, V), best labels
+        pending_enc: list[torch.Tensor] = []
+        pending_lp: list[torch.Tensor] = []
+        labels: list[int] = []
+        start = 0  # absolute frame of the first pending frame
+        tokens: list[tuple[int, int, int]] = []  # (token, first frame, last frame)
+        num_samples = 0
+
+        def decode(n: int) -> None:
+            nonlocal pending_enc, pending_lp, labels, start
+            enc, lp = torch.cat(pending_enc), torch.cat(pending_lp)  # (P, D), (P, V)
+            if any(label != blank for label in labels[:n]):
+                best = strategy(lp[:n], enc[:n])[0]
+                for token, first, last in zip(best.tokens, best.token_frames, best.token_end_frames):
+                    tokens.append((token, start + first, start + last))
+            pending_enc, pending_lp, labels = [enc[n:]], [lp[n:]], labels[n:]
+            start += n
+
+        with torch.inference_mode():
+            while block is not None:
+                following = next(blocks, None)
+                feats, fbank = fbank_step(block, fbank, self.bundle.fbank)
+                num_samples += len(block)
+                x = torch.from_numpy(feats).unsqueeze(0).to(self.device)  # (1, T, F)
+                x_lens = torch.tensor([feats.shape[0]], device=self.device)
+                final = torch.tensor([following is None], device=self.device)
+                y, y_lens, state = model.encoder.forward_chunk(x, x_lens, state, final)
+                for t in range(0, int(y_lens[0]), CTC_SLICE):
+                    enc = y[0, t : min(t + CTC_SLICE, int(y_lens[0]))]  # (T'', D)
+                    lp = model.ctc(enc)  # (T'', V)
+                    pending_enc.append(enc)
+                    pending_lp.append(lp)
+                    labels.extend(lp.argmax(dim=-1).tolist())
+                    while (n := piece_end(
+                        labels, blank_id=blank, silence_frames=silence_frames, max_frames=max_frames
+                    )) is not None:
+                        decode(n)
+                release_free_memory()
+                if progress is not None:
+                    progress(len(block) / rate)
+                block = following
+            if labels:
+                decode(len(labels))
+        frame_labels = [blank] * start  # the best CTC paths of the decoded sequences
+        for token, first, last in tokens:
+            frame_labels[first : last + 1] = [token] * (last + 1 - first)
+        return build_transcript(
+            source.name, frame_labels, self.bundle.vocab, frame_seconds=seconds,
+            duration=num_samples / rate, blank_id=blank, max_silence=max_silence,
+        )
 
     def ctc_log_probs(
         self,

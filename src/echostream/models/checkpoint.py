@@ -4,6 +4,13 @@ Our format is one file, ``{"version", "config", "model", "vocab", "fbank"}``, so
 nothing else. A released folder (``config.yaml``, ``global_cmvn``, ``vocab.txt``,
 ``pytorch_model.bin``) is converted on load; every tensor in it is either loaded or knowingly
 skipped, and a missing or misshapen tensor is an error naming it.
+
+The attention decoder of a released folder (``decoder: transformer`` or ``bitransformer`` with its
+``decoder_conf``; ``decoder_conf`` alone means ``transformer``, as in the reference) is loaded
+like the encoder; only its positional tables ``decoder.*embed.1.pe`` are skipped (recomputed). A
+config with neither ``decoder`` nor ``decoder_conf`` describes a CTC-only model: its ``decoder.*``
+tensors, if any, cannot be checked against a shape and are skipped with a log line. The loss
+weights come from ``model_conf`` (missing keys take the reference's defaults).
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from echostream.config import ConfigError, from_dict, to_dict
 from echostream.encoders.chunkformer import ChunkFormerConfig
 from echostream.frontend.cmvn import CMVNError, read_cmvn
 from echostream.frontend.fbank import FbankConfig
+from echostream.heads.attention_decoder import AttentionDecoderConfig, sinusoidal_positions
+from echostream.heads.losses import LossConfig
 from echostream.models.asr import ASRModel, ASRModelConfig
 from echostream.models.build import build_model
 from echostream.text.vocab import Vocabulary, VocabularyError
@@ -104,6 +113,86 @@ def _encoder_config(conf: dict[str, Any], input_dim: int, where: str) -> ChunkFo
         raise CheckpointError(str(err)) from None
 
 
+# decoder_conf keys that describe the network, by their echostream name
+_DECODER_FIELDS = {
+    "attention_heads", "linear_units", "num_blocks", "r_num_blocks", "activation_type",
+    "dropout_rate", "positional_dropout_rate", "self_attention_dropout_rate",
+    "src_attention_dropout_rate",
+}
+_DECODER_REQUIRED_VALUES: dict[str, Any] = {
+    "input_layer": "embed",
+    "use_output_layer": True,
+    "normalize_before": True,
+    "src_attention": True,
+    "query_bias": True,
+    "key_bias": True,
+    "value_bias": True,
+    "src_query_bias": True,
+    "src_key_bias": True,
+    "src_value_bias": True,
+    "tie_word_embedding": False,
+    "layer_norm_type": "layer_norm",
+    "norm_eps": 1e-5,
+    "n_kv_head": None,
+    "head_dim": None,
+    "mlp_type": "position_wise_feed_forward",
+    "mlp_bias": True,
+}
+# training-time options, and mixture-of-experts sizes that position-wise feed-forward ignores
+_DECODER_IGNORED = {"gradient_checkpointing", "use_sdpa", "n_expert", "n_expert_activated"}
+_DECODER_TYPES = {"transformer": False, "bitransformer": True}  # -> bidirectional
+# model_conf keys: echostream's loss weights, with the reference's defaults
+_LOSS_DEFAULTS: dict[str, Any] = {
+    "ctc_weight": 0.5, "reverse_weight": 0.0, "lsm_weight": 0.0, "length_normalized_loss": False,
+}
+_MODEL_REQUIRED_VALUES: dict[str, Any] = {"apply_non_blank_embedding": False}
+
+
+def _decoder_config(conf: dict[str, Any], kind: Any, where: str) -> AttentionDecoderConfig:
+    if kind not in _DECODER_TYPES:
+        raise CheckpointError(
+            f"{where}: decoder {kind!r} is not supported (only {', '.join(_DECODER_TYPES)})"
+        )
+    bidirectional = _DECODER_TYPES[kind]
+    values: dict[str, Any] = {"bidirectional": bidirectional}
+    for key, value in conf.items():
+        if key in _DECODER_FIELDS:
+            if key == "r_num_blocks" and not bidirectional:
+                continue  # the reference's transformer decoder ignores it too
+            values[key] = value
+        elif key in _DECODER_REQUIRED_VALUES:
+            if value != _DECODER_REQUIRED_VALUES[key]:
+                raise CheckpointError(
+                    f"{where}: decoder_conf.{key}={value!r} is not supported "
+                    f"(echostream implements {key}={_DECODER_REQUIRED_VALUES[key]!r})"
+                )
+        elif key not in _DECODER_IGNORED:
+            raise CheckpointError(f"{where}: decoder_conf.{key} is an unknown key")
+    try:
+        return from_dict(AttentionDecoderConfig, values, f"{where}: decoder_conf")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def _loss_config(conf: dict[str, Any], where: str) -> LossConfig:
+    values = dict(_LOSS_DEFAULTS)
+    for key, value in conf.items():
+        if key in _LOSS_DEFAULTS:
+            values[key] = value
+        elif key in _MODEL_REQUIRED_VALUES:
+            if value != _MODEL_REQUIRED_VALUES[key]:
+                raise CheckpointError(
+                    f"{where}: model_conf.{key}={value!r} is not supported "
+                    f"(echostream implements {key}={_MODEL_REQUIRED_VALUES[key]!r})"
+                )
+        else:
+            raise CheckpointError(f"{where}: model_conf.{key} is an unknown key")
+    try:
+        return from_dict(LossConfig, values, f"{where}: model_conf")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+
+
 def _section(conf: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
     """``conf[key]`` as a mapping ({} when absent)."""
     value = conf.get(key)
@@ -146,6 +235,11 @@ def _released_config(folder: Path) -> tuple[ASRModelConfig, FbankConfig]:
             raise CheckpointError(f"{path}: {key} is missing")
     input_dim = _value(conf, "input_dim", int, path)
     encoder = _encoder_config(_section(conf, "encoder_conf", path), input_dim, str(path))
+    decoder = None
+    if "decoder" in conf or "decoder_conf" in conf:
+        decoder_conf = _section(conf, "decoder_conf", path)
+        decoder = _decoder_config(decoder_conf, conf.get("decoder", "transformer"), str(path))
+    loss = _loss_config(_section(conf, "model_conf", path), str(path))
     ctc_conf = _section(conf, "ctc_conf", path)
     fbank_conf = _section(conf, "fbank_conf", path)
     resample_conf = _section(conf, "resample_conf", path)
@@ -154,6 +248,8 @@ def _released_config(folder: Path) -> tuple[ASRModelConfig, FbankConfig]:
             encoder=encoder,
             vocab_size=_value(conf, "output_dim", int, path),
             blank_id=_value(ctc_conf, "ctc_blank_id", int, path, "ctc_conf.", 0),
+            decoder=decoder,
+            loss=loss,
         )
         fbank = FbankConfig(
             num_mel_bins=_value(fbank_conf, "num_mel_bins", int, path, "fbank_conf.", input_dim),
@@ -173,7 +269,7 @@ def _released_config(folder: Path) -> tuple[ASRModelConfig, FbankConfig]:
 
 
 # released prefix -> echostream prefix ("{}" stands for a layer index)
-_PREFIXES = [
+_ENCODER_PREFIXES = [
     ("encoder.encoders.{}.", "encoder.layers.{}."),
     ("encoder.embed.conv.0.", "encoder.embed.conv_in."),
     ("encoder.embed.conv.2.", "encoder.embed.depthwise_1."),
@@ -181,11 +277,35 @@ _PREFIXES = [
     ("encoder.embed.conv.5.", "encoder.embed.depthwise_2."),
     ("encoder.embed.conv.6.", "encoder.embed.pointwise_2."),
 ]
+_BIDIRECTIONAL_DECODER_PREFIXES = [
+    ("decoder.left_decoder.decoders.{}.", "decoder.l2r.layers.{}."),
+    ("decoder.left_decoder.embed.0.", "decoder.l2r.embed."),
+    ("decoder.left_decoder.", "decoder.l2r."),
+    ("decoder.right_decoder.decoders.{}.", "decoder.r2l.layers.{}."),
+    ("decoder.right_decoder.embed.0.", "decoder.r2l.embed."),
+    ("decoder.right_decoder.", "decoder.r2l."),
+]
+_DECODER_PREFIXES = [
+    ("decoder.decoders.{}.", "decoder.l2r.layers.{}."),
+    ("decoder.embed.0.", "decoder.l2r.embed."),
+    ("decoder.", "decoder.l2r."),
+]
+
+Prefixes = list[tuple[str, str]]
 
 
-def _rename(name: str, to_ours: bool) -> str:
+def _prefixes(cfg: ASRModelConfig) -> Prefixes:
+    """Released <-> echostream name prefixes of a model shaped as ``cfg`` says."""
+    if cfg.decoder is None:
+        return _ENCODER_PREFIXES
+    if cfg.decoder.bidirectional:
+        return _ENCODER_PREFIXES + _BIDIRECTIONAL_DECODER_PREFIXES
+    return _ENCODER_PREFIXES + _DECODER_PREFIXES
+
+
+def _rename(name: str, to_ours: bool, prefixes: Prefixes) -> str:
     """A tensor name in the other naming (released <-> echostream)."""
-    for released, ours in _PREFIXES:
+    for released, ours in prefixes:
         source, target = (released, ours) if to_ours else (ours, released)
         pattern = re.escape(source).replace(re.escape("{}"), r"(\d+)")
         match = re.match(pattern, name)
@@ -194,11 +314,26 @@ def _rename(name: str, to_ours: bool) -> str:
     return name
 
 
-# tensors of released checkpoints that echostream does not use (yet), and why
+# tensors of released checkpoints that echostream does not load, and why
+_DECODER_PE_REASON = "decoder positional table (recomputed)"
 _SKIPPED = [
-    (re.compile(r"^decoder\."), "attention decoder (not used by CTC decoding)"),
     (re.compile(r"\.pos_enc\.pe$"), "positional table (recomputed)"),
+    (re.compile(r"^decoder\.(.+\.)?embed\.1\.pe$"), _DECODER_PE_REASON),
 ]
+_SKIPPED_WITHOUT_DECODER = (
+    re.compile(r"^decoder\."),
+    "attention decoder (config.yaml names no decoder/decoder_conf)",
+)
+
+
+def _check_positional_table(name: str, table: torch.Tensor, d_model: int, where: str) -> None:
+    """A skipped decoder table must be what echostream recomputes (absolute sinusoids)."""
+    if not isinstance(table, torch.Tensor) or table.dim() != 3 or table.shape[-1] != d_model:
+        shape = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
+        raise CheckpointError(f"{where}: tensor {name!r} has shape {shape}, expected (1, N, {d_model})")
+    expected = sinusoidal_positions(table.shape[1], d_model)
+    if not torch.allclose(table[0].float(), expected, atol=1e-4):
+        raise CheckpointError(f"{where}: {name!r} is not the sinusoidal table echostream recomputes")
 
 
 def _convert_released_weights(
@@ -206,14 +341,18 @@ def _convert_released_weights(
 ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Rename released tensors to ours; returns the converted dict and counts of skipped ones."""
     expected = model.state_dict()
+    prefixes = _prefixes(model.cfg)
+    skip_rules = _SKIPPED if model.cfg.decoder is not None else [_SKIPPED_WITHOUT_DECODER, *_SKIPPED]
     converted: dict[str, torch.Tensor] = {}
     skipped: dict[str, int] = {}
     for name, tensor in state.items():
-        reason = next((why for pattern, why in _SKIPPED if pattern.search(name)), None)
+        reason = next((why for pattern, why in skip_rules if pattern.search(name)), None)
         if reason is not None:
+            if reason == _DECODER_PE_REASON:
+                _check_positional_table(name, tensor, model.cfg.encoder.output_size, where)
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
-        ours = _rename(name, to_ours=True)
+        ours = _rename(name, to_ours=True, prefixes=prefixes)
         if ours not in expected:
             raise CheckpointError(f"{where}: unexpected tensor {name!r}")
         converted[ours] = tensor
@@ -224,8 +363,9 @@ def _check_and_load(
     model: ASRModel, state: dict[str, torch.Tensor], where: str, released: bool = False
 ) -> None:
     expected = model.state_dict()
+    prefixes = _prefixes(model.cfg)
     for name, target in expected.items():
-        shown = _rename(name, to_ours=False) if released else name
+        shown = _rename(name, to_ours=False, prefixes=prefixes) if released else name
         if name not in state:
             raise CheckpointError(f"{where}: missing tensor {shown!r}")
         tensor = state[name]
