@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -91,13 +92,20 @@ def child(mode: str, path: str, threads: int, block_seconds: float) -> None:
     print(json.dumps({"mode": mode, "duration": duration, "wall": wall, "peak_mb": peak, "model_mb": base_rss}))
 
 
-def measure(mode: str, path: Path, threads: int, block_seconds: float) -> dict:
+JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")  # Debian's libjemalloc2
+
+
+def measure(mode: str, path: Path, threads: int, block_seconds: float, jemalloc: bool = False) -> dict:
+    env = dict(os.environ, LD_PRELOAD=str(JEMALLOC)) if jemalloc else None
     out = subprocess.run(
         [sys.executable, __file__, "--child", mode, str(path), "--threads", str(threads),
          "--block-seconds", str(block_seconds)],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env=env,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    if jemalloc:
+        row["mode"] += "+jemalloc"
+    return row
 
 
 def main() -> None:
@@ -106,6 +114,8 @@ def main() -> None:
     parser.add_argument("--baseline-minutes", type=float, nargs="*", default=[1, 10])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--block-seconds", type=float, default=30.0)
+    parser.add_argument("--jemalloc", action="store_true",
+                        help="also measure long-form with jemalloc preloaded (apt-get install libjemalloc2)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -121,19 +131,22 @@ def main() -> None:
             if minutes in args.minutes:
                 rows.append(measure("longform", path, args.threads, args.block_seconds))
                 print(f"  measured longform {minutes:g} min", file=sys.stderr)
+                if args.jemalloc and JEMALLOC.exists():
+                    rows.append(measure("longform", path, args.threads, args.block_seconds, jemalloc=True))
+                    print(f"  measured longform+jemalloc {minutes:g} min", file=sys.stderr)
             path.unlink()
     base = {r["duration"]: r for r in rows if r["mode"] == "one-pass"}
-    first_long = min((r for r in rows if r["mode"] == "longform"), key=lambda r: r["duration"])
+    shortest = {r["mode"]: r for r in sorted(rows, key=lambda r: -r["duration"])}
     print(f"\nChunkFormer-large shape, random weights, chunk 64 / left 128 / right 128, fp32, "
           f"{args.threads} threads, block {args.block_seconds:g} s")
-    print(f"{'mode':<10} {'audio':>8} {'wall s':>8} {'RTF':>7} {'peak RSS MB':>12} "
+    print(f"{'mode':<18} {'audio':>8} {'wall s':>8} {'RTF':>7} {'peak RSS MB':>12} "
           f"{'RSS - model MB':>15} {'RTF vs one-pass':>16} {'RSS vs shortest':>16}")
     for r in sorted(rows, key=lambda r: (r["mode"], r["duration"])):
         rtf = r["wall"] / r["duration"]
         b = base.get(r["duration"])
-        vs = f"{rtf / (b['wall'] / b['duration']):.2f}x" if b and r["mode"] == "longform" else "-"
-        rss_ratio = f"{r['peak_mb'] / first_long['peak_mb']:.2f}x" if r["mode"] == "longform" else "-"
-        print(f"{r['mode']:<10} {r['duration'] / 60:>6.1f}m {r['wall']:>8.1f} {rtf:>7.4f} "
+        vs = f"{rtf / (b['wall'] / b['duration']):.2f}x" if b and r["mode"].startswith("longform") else "-"
+        rss_ratio = f"{r['peak_mb'] / shortest[r['mode']]['peak_mb']:.2f}x"
+        print(f"{r['mode']:<18} {r['duration'] / 60:>6.1f}m {r['wall']:>8.1f} {rtf:>7.4f} "
               f"{r['peak_mb']:>12.0f} {r['peak_mb'] - r['model_mb']:>15.0f} {vs:>16} {rss_ratio:>16}")
 
 
