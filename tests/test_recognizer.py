@@ -202,3 +202,17 @@ def test_bad_input_is_refused_and_the_stream_goes_on(fixture_model: echostream.M
 def test_endpoint_config_validation() -> None:
     with pytest.raises(ValueError, match="max_utterance"):
         EndpointConfig(max_utterance=0)
+
+
+def test_a_token_across_a_segment_cut_is_not_repeated(fixture_model: echostream.Model) -> None:
+    rec = Recognizer(fixture_model, chunk_size=8, left_context=16, right_context=0)
+    s = rec.create_stream()
+    s.labels = [0, 5, 5]
+    s.frames = 3
+    first = s.result.text
+    rec.reset(s)
+    s.labels = [5, 5, 0, 7]  # label 5 continues across the cut, then 7
+    s.frames = 7
+    vocab = fixture_model.bundle.vocab
+    assert first == vocab.decode([5])
+    assert s.result.text == vocab.decode([7])

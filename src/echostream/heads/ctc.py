@@ -35,8 +35,13 @@ class CTCAlignment:
     token_frames: list[int]  # frame index at which each token starts
 
 
-def collapse_ctc(frame_labels: list[int], blank_id: int = 0, start_frame: int = 0) -> CTCAlignment:
+def collapse_ctc(
+    frame_labels: list[int], blank_id: int = 0, start_frame: int = 0, previous: int | None = None
+) -> CTCAlignment:
     """Merge repeats and drop blanks of a best path.
+
+    ``previous`` is the label of the frame just before ``frame_labels`` when the path continues
+    one cut earlier (a repeat of it is merged, not emitted again).
 
     >>> a = collapse_ctc([0, 3, 3, 0, 3, 5, 5, 0])
     >>> a.tokens, a.token_frames
@@ -44,7 +49,7 @@ def collapse_ctc(frame_labels: list[int], blank_id: int = 0, start_frame: int = 
     """
     tokens: list[int] = []
     frames: list[int] = []
-    previous = blank_id
+    previous = blank_id if previous is None else previous
     for t, label in enumerate(frame_labels):
         if label != blank_id and label != previous:
             tokens.append(label)

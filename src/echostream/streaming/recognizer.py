@@ -98,6 +98,7 @@ class Stream:
         self.segment_start = 0  # encoder frame where the current segment starts
         self.frames = 0  # encoder frames decoded for good
         self.labels: list[int] = []  # final labels of the current segment
+        self.label_before: int | None = None  # the last label of the previous segment
         self.tail: list[int] = []  # provisional labels after them
         self.log_probs: list[np.ndarray] = []  # (T', V) pieces, kept only if the recognizer asks
         self.samples_accepted = 0
@@ -164,8 +165,8 @@ class Stream:
     @property
     def result(self) -> StreamResult:
         """The current segment's hypothesis (final labels, then the provisional tail)."""
-        stable = collapse_ctc(self.labels, self._blank_id, self.segment_start)
-        both = collapse_ctc(self.labels + self.tail, self._blank_id, self.segment_start)
+        stable = collapse_ctc(self.labels, self._blank_id, self.segment_start, self.label_before)
+        both = collapse_ctc(self.labels + self.tail, self._blank_id, self.segment_start, self.label_before)
         tokens = [
             Token(self._vocab.token(t), f * self._frame_seconds)
             for t, f in zip(both.tokens, both.token_frames)
@@ -293,5 +294,7 @@ class Recognizer:
         """Start the next segment. The encoder keeps its context: recognition is continuous."""
         stream.segment += 1
         stream.segment_start = stream.frames
+        if stream.labels:  # a token running across the cut is not emitted twice
+            stream.label_before = stream.labels[-1]
         stream.labels = []
         stream.tail = []
