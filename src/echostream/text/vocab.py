@@ -45,6 +45,18 @@ class Vocabulary:
             raise VocabularyError(f"{path}: ids must run from 0 to {len(by_id) - 1} without gaps")
         return cls(tuple(by_id[i] for i in range(len(by_id))))
 
+    def write(self, path: str | Path) -> None:
+        """Write ``token id`` lines, the format :meth:`from_file` reads.
+
+        Raises:
+            VocabularyError: a token is empty or contains whitespace (the format could not hold it).
+        """
+        for index, token in enumerate(self.tokens):
+            if not token or any(c.isspace() for c in token):
+                raise VocabularyError(f"token {index} ({token!r}) is empty or contains whitespace")
+        lines = "".join(f"{token} {index}\n" for index, token in enumerate(self.tokens))
+        Path(path).write_text(lines, encoding="utf-8")
+
     def __len__(self) -> int:
         return len(self.tokens)
 

@@ -1,0 +1,1 @@
+"""Training data: utterance manifests (``manifest``) and corpus synthesis with TTS engines (``synth``)."""
