@@ -1,0 +1,91 @@
+"""Scoring and ``echostream eval``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from echostream import load_model
+from echostream.cli.main import main
+from echostream.data.manifest import read_manifest, write_manifest
+from echostream.text.normalize import DEFAULT_NORMALIZER
+from echostream.training.evaluation import ErrorCounts, char_errors, evaluate, group_of, word_errors
+
+FIXTURE_MODEL = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "fixtures"
+    / "chunkformer-tiny"
+    / "model"
+)
+needs_model = pytest.mark.skipif(
+    not (FIXTURE_MODEL / "config.yaml").is_file(), reason=f"fixture model missing: {FIXTURE_MODEL}"
+)
+
+
+def test_error_counts() -> None:
+    w = word_errors("a b c d", "a x c d e")
+    assert (w.substitutions, w.insertions, w.deletions, w.reference_length) == (1, 1, 0, 4)
+    assert w.rate == 0.5
+    assert word_errors("a b", "").deletions == 2
+    assert char_errors("ab", "ab").rate == 0.0
+    assert (
+        ErrorCounts(deletions=1, reference_length=2) + ErrorCounts(insertions=2, reference_length=3)
+    ).rate == 0.6
+
+
+def test_group_of_takes_the_prefix(corpus) -> None:  # type: ignore[no-untyped-def]
+    assert [group_of(r, "speaker") for r in corpus.rows[:3]] == ["espeak", "espeak", "flite"]
+    assert group_of(corpus.rows[0], None) is None
+    with pytest.raises(ValueError, match="cannot group by"):
+        group_of(corpus.rows[0], "text")
+
+
+@needs_model
+def test_eval_of_the_models_own_output_is_perfect(corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """References set to what the model transcribes (segments decoded as arrays): WER 0."""
+    model = load_model(FIXTURE_MODEL)
+    rows = read_manifest(corpus.train)
+    first = evaluate(
+        model, rows, chunk_size=16, left_context=32, right_context=16, normalizer=DEFAULT_NORMALIZER
+    )
+    assert len(first.utterances) == len(rows) and not first.failed
+    hyps = {u.id: u.hypothesis for u in first.utterances}
+    own = [replace(r, text=hyps[r.id]) for r in rows if hyps[r.id]]
+    again = evaluate(
+        model, own, chunk_size=16, left_context=32, right_context=16, normalizer=DEFAULT_NORMALIZER
+    )
+    assert again.words.errors == 0 and again.chars.errors == 0 and again.words.reference_length > 0
+
+
+@needs_model
+def test_eval_command(corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    rows = read_manifest(corpus.train)
+    manifest = tmp_path / "m.jsonl"
+    missing = replace(rows[1], id="gone", audio=str(tmp_path / "gone.wav"), text="x", offset=0.5)
+    write_manifest(manifest, [*rows, missing])
+    out = tmp_path / "results.jsonl"
+    code = main([
+        "eval", "--manifest", str(manifest), "--model", str(FIXTURE_MODEL), "--chunk-size", "8",
+        "--left-context", "32", "--right-context", "8", "--group-by", "speaker", "--worst", "2", "--out", str(out),
+    ])  # fmt: skip
+    stdout, stderr = capsys.readouterr()
+    assert code == 0
+    lines = stdout.splitlines()
+    assert lines[0].startswith("WER ") and "substitutions" in lines[0] and "insertions" in lines[0]
+    assert lines[1].startswith("CER ")
+    assert "real-time factor" in stdout and "left out: 1 unreadable" in stdout
+    assert (
+        "by speaker (up to the first ':'):" in stdout
+        and "  espeak  WER" in stdout
+        and "  mbrola  WER" in stdout
+    )
+    assert "worst 2 utterances:" in stdout and "ref: " in stdout and "hyp: " in stdout
+    assert "warning: gone:" in stderr
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in results] == [r.id for r in rows]
+    assert {r["group"] for r in results} == {"espeak", "flite", "mbrola"}
+    assert sum(r["word_errors"] for r in results) > 0
