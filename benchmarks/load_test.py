@@ -188,7 +188,9 @@ def offline_expectations(model_path: str, signals: list[Signal], settings: dict[
                 cuts.append(end)
                 start = end
         bounds = [0, *cuts, len(labels)]
-        pieces = [collapse_ctc(labels[a:b], blank).tokens for a, b in itertools.pairwise(bounds)]
+        # a label run across a cut is emitted once, in the earlier segment (as the Recognizer does)
+        pieces = [collapse_ctc(labels[a:b], blank, previous=labels[a - 1] if a else None).tokens
+                  for a, b in itertools.pairwise(bounds)]
         kept = [p for i, p in enumerate(pieces) if p or i == len(pieces) - 1]  # the server's rule
         separators = []
         for before, after in zip([p for p in kept if p], [p for p in kept if p][1:]):

@@ -114,11 +114,11 @@ def capacity(rec, samples: np.ndarray, rate: int, chunk_s: float) -> int:  # typ
         return step_time(rec, samples, rate, n, chunk_s) * 1.2 <= chunk_s
 
     best, n = 0, 1
-    while n <= 512 and fits(n):
+    while n <= 256 and fits(n):
         best, n = n, n * 2
     if best == 0:
         return 0
-    lo, hi = best, min(best * 2, 512)
+    lo, hi = best, min(best * 2, 256)
     while hi - lo > max(1, lo // 8):
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
