@@ -16,9 +16,7 @@ weights come from ``model_conf`` (missing keys take the reference's defaults).
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import torch
 import yaml
 
+from echostream.atomic import save_atomically
 from echostream.config import ConfigError, from_dict, to_dict
 from echostream.encoders.chunkformer import ChunkFormerConfig
 from echostream.frontend.cmvn import CMVNError, read_cmvn
@@ -92,23 +91,46 @@ _TRAINING_ONLY = {
 
 
 def _encoder_config(conf: dict[str, Any], input_dim: int, where: str) -> ChunkFormerConfig:
-    values: dict[str, Any] = {"input_dim": input_dim}
+    renamed = {}
     for key, value in conf.items():
         key = _OLD_KEY_NAMES.get(key, key)
         if isinstance(value, str) and key in _OLD_VALUES:
             value = _OLD_VALUES[key].get(value, value)
-        if key in _ENCODER_FIELDS:
+        renamed[key] = value
+    values = _section_values(
+        renamed, "encoder_conf", _ENCODER_FIELDS, _REQUIRED_VALUES, _TRAINING_ONLY, where
+    )
+    return _section_config(ChunkFormerConfig, {"input_dim": input_dim, **values}, "encoder_conf", where)
+
+
+def _section_values(
+    conf: dict[str, Any],
+    section: str,
+    fields: set[str],
+    required: dict[str, Any],
+    ignored: set[str],
+    where: str,
+) -> dict[str, Any]:
+    """The keys of a released config section that we use; a key with a value we do not implement,
+    or a key we do not know, is an error naming it."""
+    values: dict[str, Any] = {}
+    for key, value in conf.items():
+        if key in fields:
             values[key] = value
-        elif key in _REQUIRED_VALUES:
-            if value != _REQUIRED_VALUES[key]:
+        elif key in required:
+            if value != required[key]:
                 raise CheckpointError(
-                    f"{where}: encoder_conf.{key}={value!r} is not supported "
-                    f"(echostream implements {key}={_REQUIRED_VALUES[key]!r})"
+                    f"{where}: {section}.{key}={value!r} is not supported "
+                    f"(echostream implements {key}={required[key]!r})"
                 )
-        elif key not in _TRAINING_ONLY:
-            raise CheckpointError(f"{where}: encoder_conf.{key} is an unknown key")
+        elif key not in ignored:
+            raise CheckpointError(f"{where}: {section}.{key} is an unknown key")
+    return values
+
+
+def _section_config(cls: Any, values: dict[str, Any], section: str, where: str) -> Any:
     try:
-        return from_dict(ChunkFormerConfig, values, f"{where}: encoder_conf")
+        return from_dict(cls, values, f"{where}: {section}")
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
 
@@ -154,24 +176,14 @@ def _decoder_config(conf: dict[str, Any], kind: Any, where: str) -> AttentionDec
             f"{where}: decoder {kind!r} is not supported (only {', '.join(_DECODER_TYPES)})"
         )
     bidirectional = _DECODER_TYPES[kind]
-    values: dict[str, Any] = {"bidirectional": bidirectional}
-    for key, value in conf.items():
-        if key in _DECODER_FIELDS:
-            if key == "r_num_blocks" and not bidirectional:
-                continue  # the reference's transformer decoder ignores it too
-            values[key] = value
-        elif key in _DECODER_REQUIRED_VALUES:
-            if value != _DECODER_REQUIRED_VALUES[key]:
-                raise CheckpointError(
-                    f"{where}: decoder_conf.{key}={value!r} is not supported "
-                    f"(echostream implements {key}={_DECODER_REQUIRED_VALUES[key]!r})"
-                )
-        elif key not in _DECODER_IGNORED:
-            raise CheckpointError(f"{where}: decoder_conf.{key} is an unknown key")
-    try:
-        return from_dict(AttentionDecoderConfig, values, f"{where}: decoder_conf")
-    except ConfigError as err:
-        raise CheckpointError(str(err)) from None
+    values = _section_values(
+        conf, "decoder_conf", _DECODER_FIELDS, _DECODER_REQUIRED_VALUES, _DECODER_IGNORED, where
+    )
+    if not bidirectional:
+        values.pop("r_num_blocks", None)  # the reference's transformer decoder ignores it too
+    return _section_config(
+        AttentionDecoderConfig, {"bidirectional": bidirectional, **values}, "decoder_conf", where
+    )
 
 
 def _loss_config(conf: dict[str, Any], where: str) -> LossConfig:
@@ -446,17 +458,7 @@ def save_checkpoint(path: str | Path, bundle: ModelBundle, **extra: Any) -> None
         "fbank": to_dict(bundle.fbank),
         **extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_atomically(payload, path)
 
 
 def load_checkpoint(path: str | Path) -> ModelBundle:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,22 +77,6 @@ def model_steps(exp: str | os.PathLike[str]) -> list[int]:
 def resumable_steps(exp: str | os.PathLike[str]) -> list[int]:
     """Steps that have both a model file and a training state, ascending."""
     return [s for s in model_steps(exp) if state_path(exp, s).is_file()]
-
-
-def save_atomically(payload: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:

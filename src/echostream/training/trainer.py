@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from echostream.atomic import save_atomically
 from echostream.config import ConfigError, to_dict
 from echostream.data.manifest import Utterance, read_manifest
 from echostream.encoders.base import ChunkContext
@@ -410,7 +411,7 @@ class _Run:
         return self.stopped_early()
 
     def save(self, rng_states: list[dict[str, torch.Tensor | None]], record: ex.Validation) -> None:
-        ex.save_atomically(self.state(rng_states), ex.state_path(self.out, self.step))
+        save_atomically(self.state(rng_states), ex.state_path(self.out, self.step))
         bundle = ModelBundle(model=self.model, vocab=self.tokenizer.vocabulary, fbank=self.fbank)
         save_checkpoint(
             ex.model_path(self.out, self.step),
