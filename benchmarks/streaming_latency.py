@@ -13,8 +13,9 @@ For each chunk/context setting:
   batch per step (the largest N whose step time for a chunk of audio stays under the chunk
   duration, with 20% headroom).
 
-Models: the bundled default model when this build has one, else the chunkformer-tiny fixture
-(random weights, 3 blocks, d=128), and a random ChunkFormer-large-shaped model (17 blocks, d=512).
+Models: the bundled default model when this build has one, else random weights shaped like its
+preset (configs/synth_en_small.yaml: 8 blocks, d=144); a random ChunkFormer-large-shaped model
+(17 blocks, d=512); optionally the chunkformer-tiny fixture (3 blocks, d=128).
 
     python benchmarks/streaming_latency.py [--seconds 20] [--plot benchmarks/results/latency.png]
 """
@@ -125,7 +126,29 @@ def capacity(rec, samples: np.ndarray, rate: int, chunk_s: float) -> int:  # typ
     return lo
 
 
-def models() -> list[tuple[str, object]]:
+def default_shaped_bundle():  # type: ignore[no-untyped-def]
+    """Random weights in the shape of the default model's preset (configs/synth_en_small.yaml):
+    compute cost does not depend on the weights."""
+    import yaml
+
+    from echostream.config import from_dict
+    from echostream.encoders.chunkformer import ChunkFormerConfig
+    from echostream.frontend.fbank import FbankConfig
+    from echostream.models.asr import ASRModelConfig
+    from echostream.models.build import build_model
+    from echostream.models.checkpoint import ModelBundle
+    from echostream.text.vocab import Vocabulary
+
+    preset = yaml.safe_load((ROOT / "configs" / "synth_en_small.yaml").read_text())
+    encoder = from_dict(ChunkFormerConfig, preset["model"]["encoder"])
+    torch.manual_seed(0)
+    vocab = 256  # recipes/synth_en/run.sh trains a 256-id BPE vocabulary
+    model = build_model(ASRModelConfig(encoder=encoder, vocab_size=vocab)).eval()
+    tokens = ("<blank>",) + tuple(f"t{i}" for i in range(1, vocab))
+    return ModelBundle(model=model, vocab=Vocabulary(tokens), fbank=FbankConfig())
+
+
+def models(names: list[str]) -> list[tuple[str, object]]:
     import echostream
     from echostream.cli.main import default_model_path
 
@@ -133,13 +156,15 @@ def models() -> list[tuple[str, object]]:
     from longform import large_bundle
 
     default = default_model_path()
-    out: list[tuple[str, object]] = []
-    if default is not None:
-        out.append(("default", echostream.load_model(default)))
-    else:
-        out.append(("tiny fixture", echostream.load_model(SHARED / "fixtures" / "chunkformer-tiny" / "model")))
-    out.append(("large-shaped", echostream.Model(large_bundle())))
-    return out
+    makers = {
+        "default": lambda: (echostream.load_model(default) if default is not None
+                            else echostream.Model(default_shaped_bundle())),
+        "tiny": lambda: echostream.load_model(SHARED / "fixtures" / "chunkformer-tiny" / "model"),
+        "large": lambda: echostream.Model(large_bundle()),
+    }
+    label = {"default": "default" if default is not None else "default-shaped", "tiny": "tiny fixture",
+             "large": "large-shaped"}
+    return [(label[n], makers[n]()) for n in names]
 
 
 def main() -> None:
@@ -148,6 +173,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "results" / "latency.png"))
     parser.add_argument("--no-capacity", action="store_true")
+    parser.add_argument("--models", nargs="+", choices=["default", "tiny", "large"], default=["default", "large"],
+                        help="default: the bundled model, or random weights of its preset's shape")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from echostream.streaming.recognizer import EndpointConfig, Recognizer
@@ -155,7 +182,7 @@ def main() -> None:
     samples, rate = sf.read(SPEECH, dtype="float32")
     samples = np.tile(samples, int(np.ceil(args.seconds * rate / len(samples))))[: int(args.seconds * rate)]
     rows = []
-    for name, model in models():
+    for name, model in models(args.models):
         for c, left, right in SETTINGS:
             rec = Recognizer(model, chunk_size=c, left_context=left, right_context=right,  # type: ignore[arg-type]
                              endpoint=EndpointConfig(enabled=False))
