@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import echostream
 from echostream.audio import load_audio
@@ -32,34 +30,16 @@ from echostream.models.checkpoint import (
     load_released_folder,
     save_checkpoint,
 )
+from model_folders import checkpoint_error, copy_model, edit_config
 
 CONTEXT = ChunkContext(chunk=4, left=8, right=4)
 WEIGHTS = "pytorch_model.bin"
 
 
-def _copy_model(fixture_dir: Path, tmp_path: Path) -> Path:
-    """A writable copy of the fixture's model folder (the fixture itself is read-only)."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for item in (fixture_dir / "model").iterdir():
-        shutil.copyfile(item, folder / item.name)
-    return folder
 
 
-def _edit_config(folder: Path, edit: Callable[[dict[str, Any]], None]) -> None:
-    path = folder / "config.yaml"
-    conf = yaml.safe_load(path.read_text(encoding="utf-8"))
-    edit(conf)
-    path.write_text(yaml.safe_dump(conf, sort_keys=False), encoding="utf-8")
 
 
-def _error(call: Callable[[], object]) -> str:
-    """The message of the CheckpointError ``call`` raises; it must be one line."""
-    with pytest.raises(CheckpointError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    return message
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +83,7 @@ def test_loads_the_fixture_folder(fixture_dir: Path) -> None:
 def test_old_key_names_load_identically(
     fixture_dir: Path, tmp_path: Path, features: torch.Tensor, reference_log_probs: torch.Tensor
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
 
     def to_old_names(conf: dict[str, Any]) -> None:
         enc = conf["encoder_conf"]
@@ -112,7 +92,7 @@ def test_old_key_names_load_identically(
         enc["selfattention_layer_type"] = "stream_rel_selfattn"
         enc["use_dynamic_conv"] = enc.pop("dynamic_conv")
 
-    _edit_config(folder, to_old_names)
+    edit_config(folder, to_old_names)
     text = (folder / "config.yaml").read_text(encoding="utf-8")
     assert "use_dynamic_conv" in text and "stream_rel_selfattn" in text
     old = load_released_folder(folder)
@@ -134,29 +114,29 @@ def test_old_key_names_load_identically(
 def test_unsupported_encoder_values_name_the_key(
     fixture_dir: Path, tmp_path: Path, key: str, value: object
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
 
     def edit(conf: dict[str, Any]) -> None:
         conf["encoder_conf"].pop("dynamic_conv" if key == "use_dynamic_conv" else key, None)
         conf["encoder_conf"][key] = value
 
-    _edit_config(folder, edit)
-    message = _error(lambda: load_released_folder(folder))
+    edit_config(folder, edit)
+    message = checkpoint_error(lambda: load_released_folder(folder))
     canonical = "dynamic_conv" if key == "use_dynamic_conv" else key
     assert f"encoder_conf.{canonical}" in message
     assert "not supported" in message and "config.yaml" in message
 
 
 def test_unknown_encoder_key_is_named(fixture_dir: Path, tmp_path: Path) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
-    _edit_config(folder, lambda conf: conf["encoder_conf"].update(fancy_attention=True))
-    message = _error(lambda: load_released_folder(folder))
+    folder = copy_model(fixture_dir, tmp_path)
+    edit_config(folder, lambda conf: conf["encoder_conf"].update(fancy_attention=True))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert "encoder_conf.fancy_attention" in message and "unknown key" in message
 
 
 def test_training_only_keys_are_accepted(fixture_dir: Path, tmp_path: Path) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
-    _edit_config(
+    folder = copy_model(fixture_dir, tmp_path)
+    edit_config(
         folder,
         lambda conf: conf["encoder_conf"].update(use_dynamic_chunk=True, static_chunk_size=-1),
     )
@@ -170,11 +150,11 @@ def _save_state(folder: Path, state: dict[str, torch.Tensor]) -> None:
 def test_missing_tensor_is_named(
     fixture_dir: Path, tmp_path: Path, released_state: dict[str, torch.Tensor]
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     state = dict(released_state)
     del state["encoder.encoders.1.self_attn.linear_q.weight"]
     _save_state(folder, state)
-    message = _error(lambda: load_released_folder(folder))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert "missing tensor" in message
     # named in echostream's naming (encoder.layers.1...); the layer index and tensor must show
     assert re.search(r"\.1\.self_attn\.linear_q\.weight", message), message
@@ -183,13 +163,13 @@ def test_missing_tensor_is_named(
 def test_misshapen_tensor_names_it_and_both_shapes(
     fixture_dir: Path, tmp_path: Path, released_state: dict[str, torch.Tensor]
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     state = dict(released_state)
     name = "encoder.encoders.0.feed_forward.w_1.weight"
     assert state[name].shape == (512, 128)
     state[name] = torch.zeros(256, 128)
     _save_state(folder, state)
-    message = _error(lambda: load_released_folder(folder))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert "0.feed_forward.w_1.weight" in message
     assert "(256, 128)" in message and "(512, 128)" in message
 
@@ -201,9 +181,9 @@ def test_misshapen_tensor_names_it_and_both_shapes(
 def test_unexpected_tensor_is_named(
     fixture_dir: Path, tmp_path: Path, released_state: dict[str, torch.Tensor], extra: str
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     _save_state(folder, {**released_state, extra: torch.zeros(4)})
-    message = _error(lambda: load_released_folder(folder))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert "unexpected tensor" in message and extra in message
 
 
@@ -219,8 +199,8 @@ def test_decoder_tensors_load_or_are_skipped_and_logged_without_a_decoder_config
     bundle = load_released_folder(fixture_dir / "model")
     assert any(name.startswith("decoder.") for name in bundle.model.state_dict())
     # a config without decoder/decoder_conf describes a CTC-only model: decoder.* are skipped
-    folder = _copy_model(fixture_dir, tmp_path)
-    _edit_config(folder, lambda conf: [conf.pop(k) for k in ("decoder", "decoder_conf")])
+    folder = copy_model(fixture_dir, tmp_path)
+    edit_config(folder, lambda conf: [conf.pop(k) for k in ("decoder", "decoder_conf")])
     with caplog.at_level(logging.INFO, logger="echostream.models.checkpoint"):
         bundle = load_released_folder(folder)
     assert not any(name.startswith("decoder") for name in bundle.model.state_dict())
@@ -236,7 +216,7 @@ def test_cmvn_from_state_dict_or_global_cmvn_file(
     reference_log_probs: torch.Tensor,
     record_property: Callable[[str, object], None],
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     state = {k: v for k, v in released_state.items() if not k.startswith("encoder.global_cmvn.")}
     assert len(state) == len(released_state) - 2
     _save_state(folder, state)
@@ -250,7 +230,7 @@ def test_cmvn_from_state_dict_or_global_cmvn_file(
     assert diff <= 1e-5
 
     (folder / "global_cmvn").unlink()
-    assert "no CMVN" in _error(lambda: load_released_folder(folder))
+    assert "no CMVN" in checkpoint_error(lambda: load_released_folder(folder))
 
 
 def test_state_dict_wrapped_in_model_key_loads(
@@ -260,30 +240,30 @@ def test_state_dict_wrapped_in_model_key_loads(
     features: torch.Tensor,
     reference_log_probs: torch.Tensor,
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     _save_state(folder, {"model": released_state, "epoch": 3})  # type: ignore[dict-item]
     assert torch.equal(_log_probs(load_released_folder(folder), features), reference_log_probs)
 
 
 @pytest.mark.parametrize("content", [b"", os.urandom(4096), b"PK\x03\x04 not really a zip"], ids=["empty", "random", "fake-zip"])
 def test_unreadable_weights_file(fixture_dir: Path, tmp_path: Path, content: bytes) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     (folder / WEIGHTS).write_bytes(content)
-    message = _error(lambda: load_released_folder(folder))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert WEIGHTS in message
 
 
 def test_weights_that_are_not_a_dict(fixture_dir: Path, tmp_path: Path) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     torch.save([torch.zeros(2)], folder / WEIGHTS)
-    assert "expected a state dict" in _error(lambda: load_released_folder(folder))
+    assert "expected a state dict" in checkpoint_error(lambda: load_released_folder(folder))
 
 
 @pytest.mark.parametrize("missing", ["vocab.txt", WEIGHTS, "config.yaml"])
 def test_missing_file_is_named(fixture_dir: Path, tmp_path: Path, missing: str) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     (folder / missing).unlink()
-    assert missing in _error(lambda: load_released_folder(folder))
+    assert missing in checkpoint_error(lambda: load_released_folder(folder))
 
 
 @pytest.mark.parametrize(
@@ -296,9 +276,9 @@ def test_missing_file_is_named(fixture_dir: Path, tmp_path: Path, missing: str) 
     ids=["invalid-yaml", "list", "empty"],
 )
 def test_malformed_config(fixture_dir: Path, tmp_path: Path, text: str, words: list[str]) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     (folder / "config.yaml").write_text(text, encoding="utf-8")
-    message = _error(lambda: load_released_folder(folder))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert "config.yaml" in message
     for word in words:
         assert word in message
@@ -319,9 +299,9 @@ def test_malformed_config(fixture_dir: Path, tmp_path: Path, text: str, words: l
 def test_invalid_config_values(
     fixture_dir: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None], words: list[str]
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
-    _edit_config(folder, edit)
-    message = _error(lambda: load_released_folder(folder))
+    folder = copy_model(fixture_dir, tmp_path)
+    edit_config(folder, edit)
+    message = checkpoint_error(lambda: load_released_folder(folder))
     for word in words:
         assert word in message
 
@@ -341,23 +321,23 @@ def test_invalid_config_values(
 def test_other_bad_config_values_name_the_key(
     fixture_dir: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None], key: str
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
-    _edit_config(folder, edit)
-    assert key in _error(lambda: load_released_folder(folder))
+    folder = copy_model(fixture_dir, tmp_path)
+    edit_config(folder, edit)
+    assert key in checkpoint_error(lambda: load_released_folder(folder))
 
 
 def test_vocab_size_mismatch(fixture_dir: Path, tmp_path: Path) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     lines = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
     (folder / "vocab.txt").write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
-    message = _error(lambda: load_released_folder(folder))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert "63" in message and "64" in message and "vocab.txt" in message
 
 
 def test_malformed_vocab(fixture_dir: Path, tmp_path: Path) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     (folder / "vocab.txt").write_text("<blank> 0\n<unk>\n", encoding="utf-8")
-    assert "vocab.txt:2" in _error(lambda: load_released_folder(folder))
+    assert "vocab.txt:2" in checkpoint_error(lambda: load_released_folder(folder))
 
 
 def test_a_failed_load_leaves_loaded_models_alone(
@@ -367,9 +347,9 @@ def test_a_failed_load_leaves_loaded_models_alone(
     features: torch.Tensor,
     reference_log_probs: torch.Tensor,
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     (folder / WEIGHTS).write_bytes(b"")
-    _error(lambda: echostream.load_model(folder))
+    checkpoint_error(lambda: echostream.load_model(folder))
     assert torch.equal(_log_probs(fixture_model.bundle, features), reference_log_probs)
 
 
@@ -429,12 +409,12 @@ def test_truncated_checkpoint(
     save_checkpoint(path, make_tiny_bundle())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    assert "model.pt" in _error(lambda: load_checkpoint(path))
-    assert "model.pt" in _error(lambda: echostream.load_model(path))
+    assert "model.pt" in checkpoint_error(lambda: load_checkpoint(path))
+    assert "model.pt" in checkpoint_error(lambda: echostream.load_model(path))
 
 
 def test_released_weights_are_not_our_checkpoint(fixture_dir: Path) -> None:
-    message = _error(lambda: load_checkpoint(fixture_dir / "model" / WEIGHTS))
+    message = checkpoint_error(lambda: load_checkpoint(fixture_dir / "model" / WEIGHTS))
     assert "not an echostream checkpoint" in message and "'version'" in message
 
 
@@ -461,14 +441,14 @@ def test_invalid_own_checkpoint(
     payload = torch.load(path, weights_only=True)
     change(payload)
     torch.save(payload, path)
-    message = _error(lambda: load_checkpoint(path))
+    message = checkpoint_error(lambda: load_checkpoint(path))
     for word in words:
         assert word in message
 
 
 def test_load_model_of_nothing(tmp_path: Path) -> None:
-    assert "not a model folder" in _error(lambda: echostream.load_model(tmp_path))
-    assert "no such model" in _error(lambda: echostream.load_model(tmp_path / "absent.pt"))
+    assert "not a model folder" in checkpoint_error(lambda: echostream.load_model(tmp_path))
+    assert "no such model" in checkpoint_error(lambda: echostream.load_model(tmp_path / "absent.pt"))
 
 
 # --------------------------------------------------------------------------- config.from_dict

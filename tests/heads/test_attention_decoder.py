@@ -4,14 +4,12 @@ the reference implementation, and our checkpoints round-trip it."""
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from echostream.audio import load_audio
 from echostream.config import ConfigError, from_dict, to_dict
@@ -25,13 +23,13 @@ from echostream.heads.attention_decoder import (
 )
 from echostream.models.asr import ASRModel, ASRModelConfig
 from echostream.models.checkpoint import (
-    CheckpointError,
     ModelBundle,
     load_checkpoint,
     load_released_folder,
     save_checkpoint,
 )
 from echostream.text.vocab import Vocabulary
+from model_folders import checkpoint_error, copy_model, edit_config
 
 WEIGHTS = "pytorch_model.bin"
 PE = ("decoder.left_decoder.embed.1.pe", "decoder.right_decoder.embed.1.pe")
@@ -47,27 +45,10 @@ def fixture_bundle(fixture_dir: Path) -> ModelBundle:
     return load_released_folder(fixture_dir / "model")
 
 
-def _copy_model(fixture_dir: Path, tmp_path: Path) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for item in (fixture_dir / "model").iterdir():
-        shutil.copyfile(item, folder / item.name)
-    return folder
 
 
-def _edit_config(folder: Path, edit: Callable[[dict[str, Any]], None]) -> None:
-    path = folder / "config.yaml"
-    conf = yaml.safe_load(path.read_text(encoding="utf-8"))
-    edit(conf)
-    path.write_text(yaml.safe_dump(conf, sort_keys=False), encoding="utf-8")
 
 
-def _error(call: Callable[[], object]) -> str:
-    with pytest.raises(CheckpointError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    return message
 
 
 def _ours(released: str) -> str:
@@ -109,37 +90,37 @@ def test_fixture_decoder_loads_with_every_tensor_accounted_for(
 def test_missing_decoder_tensor_is_named(
     fixture_dir: Path, tmp_path: Path, released_state: dict[str, torch.Tensor], name: str
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     torch.save({k: v for k, v in released_state.items() if k != name}, folder / WEIGHTS)
-    message = _error(lambda: load_released_folder(folder))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert "missing tensor" in message and repr(name) in message
 
 
 def test_misshapen_decoder_tensor_names_it_and_both_shapes(
     fixture_dir: Path, tmp_path: Path, released_state: dict[str, torch.Tensor]
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     name = "decoder.right_decoder.decoders.0.feed_forward.w_1.weight"
     torch.save({**released_state, name: torch.zeros(256, 128)}, folder / WEIGHTS)
-    message = _error(lambda: load_released_folder(folder))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert name in message and "(256, 128)" in message and "(512, 128)" in message
 
 
 def test_decoder_tensors_beyond_the_config_are_unexpected(
     fixture_dir: Path, tmp_path: Path, released_state: dict[str, torch.Tensor]
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
-    _edit_config(folder, lambda conf: conf["decoder_conf"].update(r_num_blocks=0))
-    message = _error(lambda: load_released_folder(folder))
+    folder = copy_model(fixture_dir, tmp_path)
+    edit_config(folder, lambda conf: conf["decoder_conf"].update(r_num_blocks=0))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert "unexpected tensor" in message and "decoder.right_decoder.decoders.0." in message
 
 
 def test_wrong_positional_table_is_an_error(
     fixture_dir: Path, tmp_path: Path, released_state: dict[str, torch.Tensor]
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     torch.save({**released_state, PE[0]: released_state[PE[0]] * 2}, folder / WEIGHTS)
-    message = _error(lambda: load_released_folder(folder))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert PE[0] in message and "sinusoidal" in message
 
 
@@ -148,7 +129,7 @@ def test_transformer_decoder_loads(
     fixture_bundle: ModelBundle,
 ) -> None:
     """``decoder: transformer`` names its tensors ``decoder.decoders.N`` / ``decoder.embed.0``."""
-    folder = _copy_model(fixture_dir, tmp_path)
+    folder = copy_model(fixture_dir, tmp_path)
     state = {k: v for k, v in released_state.items() if not k.startswith("decoder.")}
     left = "decoder.left_decoder."
     state.update({"decoder." + k[len(left):]: v for k, v in released_state.items() if k.startswith(left)})
@@ -158,7 +139,7 @@ def test_transformer_decoder_loads(
         conf["decoder"] = "transformer"
         conf["model_conf"]["reverse_weight"] = 0.0
 
-    _edit_config(folder, edit)
+    edit_config(folder, edit)
     bundle = load_released_folder(folder)
     decoder = bundle.model.decoder
     assert decoder is not None and decoder.r2l is None and bundle.model.cfg.decoder is not None
@@ -170,14 +151,14 @@ def test_transformer_decoder_loads(
 
     # bidirectional names under a transformer config are not silently dropped
     torch.save(released_state, folder / WEIGHTS)
-    message = _error(lambda: load_released_folder(folder))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert "unexpected tensor" in message and "decoder.left_decoder." in message
 
 
 def test_reverse_weight_needs_a_right_to_left_decoder(fixture_dir: Path, tmp_path: Path) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
-    _edit_config(folder, lambda conf: conf.update(decoder="transformer"))
-    message = _error(lambda: load_released_folder(folder))
+    folder = copy_model(fixture_dir, tmp_path)
+    edit_config(folder, lambda conf: conf.update(decoder="transformer"))
+    message = checkpoint_error(lambda: load_released_folder(folder))
     assert "reverse_weight" in message
 
 
@@ -196,14 +177,14 @@ def test_reverse_weight_needs_a_right_to_left_decoder(fixture_dir: Path, tmp_pat
 def test_bad_decoder_and_model_conf_are_named(
     fixture_dir: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None], named: str
 ) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
-    _edit_config(folder, edit)
-    assert named in _error(lambda: load_released_folder(folder))
+    folder = copy_model(fixture_dir, tmp_path)
+    edit_config(folder, edit)
+    assert named in checkpoint_error(lambda: load_released_folder(folder))
 
 
 def test_training_only_decoder_keys_are_accepted(fixture_dir: Path, tmp_path: Path) -> None:
-    folder = _copy_model(fixture_dir, tmp_path)
-    _edit_config(folder, lambda c: c["decoder_conf"].update(use_sdpa=True, gradient_checkpointing=True))
+    folder = copy_model(fixture_dir, tmp_path)
+    edit_config(folder, lambda c: c["decoder_conf"].update(use_sdpa=True, gradient_checkpointing=True))
     assert load_released_folder(folder).model.decoder is not None
 
 
