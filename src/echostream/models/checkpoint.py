@@ -187,22 +187,8 @@ def _decoder_config(conf: dict[str, Any], kind: Any, where: str) -> AttentionDec
 
 
 def _loss_config(conf: dict[str, Any], where: str) -> LossConfig:
-    values = dict(_LOSS_DEFAULTS)
-    for key, value in conf.items():
-        if key in _LOSS_DEFAULTS:
-            values[key] = value
-        elif key in _MODEL_REQUIRED_VALUES:
-            if value != _MODEL_REQUIRED_VALUES[key]:
-                raise CheckpointError(
-                    f"{where}: model_conf.{key}={value!r} is not supported "
-                    f"(echostream implements {key}={_MODEL_REQUIRED_VALUES[key]!r})"
-                )
-        else:
-            raise CheckpointError(f"{where}: model_conf.{key} is an unknown key")
-    try:
-        return from_dict(LossConfig, values, f"{where}: model_conf")
-    except ConfigError as err:
-        raise CheckpointError(str(err)) from None
+    values = _section_values(conf, "model_conf", set(_LOSS_DEFAULTS), _MODEL_REQUIRED_VALUES, set(), where)
+    return _section_config(LossConfig, {**_LOSS_DEFAULTS, **values}, "model_conf", where)
 
 
 def _section(conf: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
