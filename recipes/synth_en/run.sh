@@ -6,7 +6,7 @@
 #
 # Stages (each one skips or resumes what an earlier run finished, so the script can be rerun):
 #   0  data        prepare.sh, unless data/ already holds every manifest
-#   1  tokenizer   BPE, 256 ids, on the training transcripts (train + fsdd/train)
+#   1  tokenizer   BPE, 512 ids, on the training transcripts (train + fsdd/train)
 #   2  train       configs/synth_en_small.yaml into exp/small (--resume: continues a cut-off run)
 #   3  average     the AVERAGE best checkpoints by validation WER -> exp/small/average.pt
 #   4  evaluate    heldout, heldout_new_voices, eval_festival per voice family, and fsdd/test,
@@ -69,7 +69,7 @@ if stage_on 1; then
     echo "exp/tokenizer exists; skipping"
   else
     echostream tokenizer train --manifest "$data/train/manifest.jsonl" --manifest "$data/fsdd/train.jsonl" \
-      --kind bpe --vocab-size 256 --out "$exp/tokenizer"
+      --kind bpe --vocab-size 512 --out "$exp/tokenizer"
   fi
 fi
 
