@@ -50,6 +50,24 @@ class DepthwiseStridingSubsampling(nn.Module):
         for _ in range(NUM_STAGES):
             freq = (freq - KERNEL) // STRIDE + 1
         self.out = nn.Linear(d_model * freq, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Variance-preserving weights (He for the convolutions ReLU follows) and zero biases.
+
+        PyTorch's default initialisation shrinks the signal at each of the five convolutions while
+        every bias adds a constant, so a new model's output was ~90% the same for any input
+        (relative difference between two utterances 0.14 here vs 0.93 with this initialisation)
+        and training from scratch learned the token prior long before the acoustics.
+        """
+        for conv in (self.conv_in, self.pointwise_1, self.pointwise_2):
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        for conv in (self.depthwise_1, self.depthwise_2):  # a linear map into the pointwise one
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="linear")
+        nn.init.xavier_uniform_(self.out.weight)
+        for layer in (self.conv_in, self.depthwise_1, self.pointwise_1, self.depthwise_2, self.pointwise_2, self.out):
+            assert layer.bias is not None
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         # The first stage's output is 2 x 4 x D times larger than the input: run a few windows at
