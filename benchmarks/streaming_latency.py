@@ -17,7 +17,7 @@ Models: the bundled default model when this build has one, else random weights s
 preset (configs/synth_en_small.yaml: 8 blocks, d=144); a random ChunkFormer-large-shaped model
 (17 blocks, d=512); optionally the chunkformer-tiny fixture (3 blocks, d=128).
 
-    python benchmarks/streaming_latency.py [--seconds 20] [--plot benchmarks/results/latency.png]
+    python benchmarks/streaming_latency.py [--seconds 20] [--audio samples/booking_16k.wav] [--plot ...]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-SPEECH = SHARED / "fixtures" / "chunkformer-tiny" / "audio" / "long.wav"
+SPEECH = ROOT / "samples" / "booking_16k.wav"  # English speech the default model transcribes
 PIECE_S = 0.1
 FRAME_AUDIO_END_S = 0.165  # encoder frame j sees audio up to 80 j + 165 ms (15 features of 25 ms, 10 ms apart)
 SETTINGS = [(4, 16, 0), (8, 32, 0), (16, 64, 0), (8, 32, 8)]
@@ -171,6 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per latency run")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--audio", default=str(SPEECH), help="speech to stream (looped to --seconds)")
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "results" / "latency.png"))
     parser.add_argument("--no-capacity", action="store_true")
     parser.add_argument("--models", nargs="+", choices=["default", "tiny", "large"], default=["default", "large"],
@@ -179,7 +180,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from echostream.streaming.recognizer import EndpointConfig, Recognizer
 
-    samples, rate = sf.read(SPEECH, dtype="float32")
+    samples, rate = sf.read(args.audio, dtype="float32")
     samples = np.tile(samples, int(np.ceil(args.seconds * rate / len(samples))))[: int(args.seconds * rate)]
     rows = []
     for name, model in models(args.models):
