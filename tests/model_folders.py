@@ -12,6 +12,9 @@ import yaml
 
 from echostream.models.checkpoint import CheckpointError
 
+FIXTURE_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "chunkformer-tiny" / "model"
+"""The released-layout fixture model folder (../shared beside the repository)."""
+
 
 def copy_model(fixture_dir: Path, tmp_path: Path) -> Path:
     """A writable copy of the fixture's model folder (the fixture itself is read-only)."""

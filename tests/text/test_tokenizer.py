@@ -22,14 +22,7 @@ from echostream.text.tokenizer import (
     train_tokenizer,
 )
 from echostream.text.vocab import Vocabulary, VocabularyError
-
-FIXTURE_MODEL = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "fixtures"
-    / "chunkformer-tiny"
-    / "model"
-)
+from model_folders import FIXTURE_MODEL
 
 PHRASES = (
     "hello world good morning please call me back at half past three my account number is four "

@@ -13,14 +13,8 @@ from echostream.cli.main import main
 from echostream.data.manifest import read_manifest, write_manifest
 from echostream.text.normalize import DEFAULT_NORMALIZER
 from echostream.training.evaluation import ErrorCounts, char_errors, evaluate, group_of, word_errors
+from model_folders import FIXTURE_MODEL
 
-FIXTURE_MODEL = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "fixtures"
-    / "chunkformer-tiny"
-    / "model"
-)
 needs_model = pytest.mark.skipif(
     not (FIXTURE_MODEL / "config.yaml").is_file(), reason=f"fixture model missing: {FIXTURE_MODEL}"
 )

@@ -23,14 +23,7 @@ from echostream.training import experiment as ex
 from echostream.training.config import load_train_config
 from echostream.training.sampler import DurationBucketSampler
 from echostream.training.trainer import TrainingError, TrainResult, train
-
-FIXTURE_MODEL = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "fixtures"
-    / "chunkformer-tiny"
-    / "model"
-)
+from model_folders import FIXTURE_MODEL
 
 
 def _losses(exp: Path) -> dict[int, float]:
