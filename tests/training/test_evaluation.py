@@ -83,3 +83,21 @@ def test_eval_command(corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert [r["id"] for r in results] == [r.id for r in rows]
     assert {r["group"] for r in results} == {"espeak", "flite", "mbrola"}
     assert sum(r["word_errors"] for r in results) > 0
+
+
+@needs_model
+def test_eval_with_nothing_readable_reports_no_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        json.dumps({"id": "a", "audio": "nowhere.wav", "text": "hi", "duration": 1.0}) + "\n"
+    )
+    code = main(["eval", "--manifest", str(manifest), "--model", str(FIXTURE_MODEL)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 1
+    assert (
+        stdout.strip()
+        == "no utterance could be scored (1 unreadable, 0 with an empty transcript): WER and CER undefined"
+    )
+    assert "warning: a:" in stderr and "not found" in stderr

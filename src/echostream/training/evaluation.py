@@ -347,6 +347,11 @@ def _percent(counts: ErrorCounts) -> str:
 def format_report(report: EvalReport, *, worst: int = 10, group_by: str | None = None) -> str:
     """The report as text: totals, real-time factor, per-group rates, worst utterances."""
     w, c = report.words, report.chars
+    if not report.utterances:
+        return (
+            f"no utterance could be scored ({len(report.failed)} unreadable, "
+            f"{report.skipped_empty} with an empty transcript): WER and CER undefined"
+        )
     lines = [
         (
             f"WER {_percent(w)} ({w.errors} errors in {w.reference_length} words: "
