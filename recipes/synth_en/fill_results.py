@@ -146,6 +146,13 @@ def main() -> int:
             f"Trained by `recipes/synth_en/run.sh` with `{Path(args.config).name}` on "
             f"{datetime.date.today().isoformat()}; see `recipes/synth_en/RESULTS.md`.\n\n"
             + "".join(f"- {line}\n" for line in summary)
+            + "\nUse: `echostream transcribe FILE` loads this model when no `--model` is given; chunk "
+            "and context sizes are free (it was trained with chunks of 4 to 32 frames and full context).\n"
+            "\nLimits: a small model for demonstrations and tests, not a general English recogniser. "
+            "Its vocabulary is the few hundred words of the recipe's sentences "
+            "(`recipes/synth_en/sentences/generate.py`) and the digits; it has heard synthetic voices "
+            "and five real speakers only. Trained on single wideband sentences, it garbles several "
+            "sentences joined by pauses and 8 kHz or telephone-band audio (see `samples/README.md`).\n"
             + "\nTraining data: sentences written for echostream (CC0) spoken by espeak-ng, mbrola and flite "
             "voices, and the Free Spoken Digit Dataset (FSDD, commit 26eb9aa, CC BY-SA 4.0). Because the "
             "model is derived from FSDD, it is distributed under the Creative Commons "
