@@ -171,6 +171,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
             if len(results) > 1:
                 print(f"==> {result.source} <==")
             print(text, end="")
+    sys.stdout.flush()  # the transcripts before the summary when both go to one terminal or pipe
     audio = sum(r.duration for r in results if r.ok)
     rtf = wall / audio if audio > 0 else float("nan")
     print(
