@@ -330,7 +330,11 @@ def _check_positional_table(name: str, table: torch.Tensor, d_model: int, where:
         shape = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
         raise CheckpointError(f"{where}: tensor {name!r} has shape {shape}, expected (1, N, {d_model})")
     expected = sinusoidal_positions(table.shape[1], d_model)
-    if not torch.allclose(table[0].float(), expected, atol=1e-4):
+    # sin/cos of float32 arguments: the argument of position p is only known to about p * 2**-23,
+    # and vectorised sin/cos differ between CPUs by that much (2e-4 at position 4850 seen here)
+    position = torch.arange(table.shape[1], dtype=torch.float32).unsqueeze(1)  # (N, 1)
+    tolerance = 1e-4 + position * 2.0**-21  # (N, 1)
+    if not bool(((table[0].float() - expected).abs() <= tolerance).all()):
         raise CheckpointError(f"{where}: {name!r} is not the sinusoidal table echostream recomputes")
 
 
