@@ -22,7 +22,8 @@ from echostream.models.build import build_model
 from echostream.models.checkpoint import ModelBundle
 from echostream.text.vocab import Vocabulary
 
-SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+REPO_DIR = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_DIR.parent / "shared"
 FIXTURE_DIR = SHARED_DIR / "fixtures" / "chunkformer-tiny"
 
 # A ChunkFormer small enough to run hundreds of streaming calls in a second; no dropout.
@@ -58,6 +59,12 @@ def fixture_dir() -> Path:
 def fixture_model(fixture_dir: Path) -> echostream.Model:
     """The fixture's released-layout model, loaded once. Tests must not modify it."""
     return echostream.load_model(fixture_dir / "model")
+
+
+@pytest.fixture(scope="session")
+def default_model() -> echostream.Model:
+    """The bundled default model, loaded once. Tests must not modify it."""
+    return echostream.load_model(REPO_DIR / "src" / "echostream" / "assets" / "default_model")
 
 
 def tiny_encoder_config(**overrides: Any) -> ChunkFormerConfig:

@@ -13,12 +13,14 @@ import soundfile as sf
 
 from echostream import audio
 from echostream.audio import (
+    MAX_CHANNELS,
     MIN_SAMPLE_RATE,
     SAMPLE_RATE,
     AudioError,
     audio_duration,
     iter_audio_blocks,
     load_audio,
+    normalize_samples,
     prepare_waveform,
 )
 
@@ -320,6 +322,28 @@ def test_prepare_integer_scaling() -> None:
     )
 
 
+def test_prepare_8bit_scaling() -> None:
+    np.testing.assert_array_equal(
+        prepare_waveform(np.array([0, 128, 192], dtype=np.uint8), SAMPLE_RATE),
+        np.array([-1.0, 0.0, 0.5], dtype=np.float32),
+    )
+    np.testing.assert_array_equal(
+        prepare_waveform(np.array([-128, 0, 64], dtype=np.int8), SAMPLE_RATE),
+        np.array([-1.0, 0.0, 0.5], dtype=np.float32),
+    )
+
+
+def test_normalize_mixes_short_stereo_pieces_and_keeps_the_input() -> None:
+    stereo = np.array([[0.5, -0.5], [0.25, 0.75]], dtype=np.float32)  # (frames, channels)
+    before = stereo.copy()
+    np.testing.assert_array_equal(normalize_samples(stereo), np.array([0.0, 0.5], np.float32))
+    np.testing.assert_array_equal(stereo, before)
+    one_frame = np.array([[1000, 3000]], dtype=np.int16)  # (1, 2): one stereo frame, not 2 channels x 1
+    np.testing.assert_allclose(normalize_samples(one_frame), [2000 / 32768], rtol=1e-6)
+    assert normalize_samples(np.zeros(0, np.int16), allow_empty=True).shape == (0,)
+    np.testing.assert_array_equal(normalize_samples([0.0, 0.5]), np.array([0.0, 0.5], np.float32))
+
+
 def test_prepare_matches_file_loading() -> None:
     path = sorted(FSDD.glob("*.wav"))[1]
     pcm, rate = sf.read(path, dtype="int16")
@@ -349,7 +373,10 @@ def test_prepare_downmix_and_resample() -> None:
         (np.zeros((2, 100)), SAMPLE_RATE, r"look like \(channels, frames\)"),
         (np.array([0.0, np.nan]), SAMPLE_RATE, "non-finite"),
         (np.array([0.0, np.inf]), SAMPLE_RATE, "non-finite"),
-        (np.zeros(100, dtype=np.uint8), SAMPLE_RATE, "unsupported sample dtype uint8"),
+        (np.zeros(100, dtype=np.uint16), SAMPLE_RATE, "unsupported sample dtype uint16"),
+        (np.zeros(100, dtype=np.complex64), SAMPLE_RATE, "unsupported sample dtype complex64"),
+        (np.array(["a", "b"]), SAMPLE_RATE, "unsupported sample dtype"),
+        (np.zeros((100, MAX_CHANNELS + 1)), SAMPLE_RATE, r"look like \(channels, frames\)"),
     ],
 )
 def test_prepare_errors(samples: np.ndarray, rate: object, message: str) -> None:

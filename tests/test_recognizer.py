@@ -216,3 +216,119 @@ def test_a_token_across_a_segment_cut_is_not_repeated(fixture_model: echostream.
     vocab = fixture_model.bundle.vocab
     assert first == vocab.decode([5])
     assert s.result.text == vocab.decode([7])
+
+
+# ------------------------------------------------------------------ input normalisation
+
+
+def test_stereo_and_int32_pieces_are_mixed_and_scaled_as_transcribe_does(
+    fixture_model: echostream.Model, long_audio: tuple[str, np.ndarray]
+) -> None:
+    _, samples = long_audio
+    mono = samples[: 16000 * 6]
+    stereo = np.stack([mono, 0.5 * mono[::-1]], axis=1)  # (N, 2), two different channels
+    pcm32 = np.round(stereo * 2**31 * 0.9).astype(np.int32)
+    offline = fixture_model.transcribe((pcm32, 16000), chunk_size=8, left_context=16, right_context=0)[0]
+    assert offline.ok and offline.text
+    rec = Recognizer(fixture_model, chunk_size=8, left_context=16, right_context=0,
+                     endpoint=EndpointConfig(enabled=False))
+    s = rec.create_stream()
+    rng = random.Random(5)
+    pos = 0
+    while pos < len(pcm32):
+        n = rng.randint(1, 8000)  # pieces as short as one stereo frame
+        s.accept_waveform(16000, pcm32[pos : pos + n])
+        pos += n
+        while rec.is_ready(s):
+            rec.decode_streams([s])
+    s.input_finished()
+    while rec.is_ready(s):
+        rec.decode_streams([s])
+    assert s.samples_accepted == len(mono)
+    assert s.result.text == offline.text
+
+
+def test_a_refused_piece_changes_nothing(fixture_model: echostream.Model, long_audio: tuple[str, np.ndarray]) -> None:
+    _, samples = long_audio
+    rec = Recognizer(fixture_model, chunk_size=8, left_context=16, right_context=0)
+    s = rec.create_stream()
+    with pytest.raises(AudioError, match="NaN"):
+        s.accept_waveform(8000, np.array([0.0, np.nan], np.float32))
+    with pytest.raises(AudioError, match="unsupported sample dtype"):
+        s.accept_waveform(8000, np.zeros(10, np.complex64))
+    with pytest.raises(AudioError, match=r"channels, frames"):
+        s.accept_waveform(8000, np.zeros((2, 4000), np.float32))
+    assert s.samples_accepted == 0 and s.buffered_frames == 0
+    s.accept_waveform(16000, samples[:16000])  # the refused 8 kHz calls did not fix the rate
+    assert s.samples_accepted == 16000
+
+
+# ------------------------------------------------------- finals with right context
+
+
+def _joined_samples(samples_dir: Path) -> np.ndarray:
+    parts = []
+    for name in ("booking_16k", "phone_16k", "options_16k"):
+        x, rate = sf.read(samples_dir / f"{name}.wav", dtype="float32")
+        assert rate == 16000
+        parts += [x, np.zeros(2 * rate, np.float32)]
+    return np.concatenate(parts)
+
+
+def _finals(rec: Recognizer, samples: np.ndarray, piece: int = 1600) -> list[tuple[str, int]]:
+    """Stream ``samples`` in 100 ms pieces, resetting at endpoints: each final's text and the
+    samples accepted when it was made."""
+    s = rec.create_stream()
+    out = []
+    for pos in range(0, len(samples), piece):
+        s.accept_waveform(16000, samples[pos : pos + piece])
+        while rec.is_ready(s):
+            rec.decode_streams([s])
+            if rec.is_endpoint(s):
+                out.append((rec.reset(s).text, s.samples_accepted))
+    s.input_finished()
+    while rec.is_ready(s):
+        rec.decode_streams([s])
+    out.append((s.result.text, s.samples_accepted))
+    assert s.revised_frames == 0
+    return [(text, n) for text, n in out if text]
+
+
+@pytest.mark.parametrize("setting", [(8, 16, 8), (16, 32, 16), (8, 32, 0)], ids=lambda s: "c{}_l{}_r{}".format(*s))
+def test_finals_joined_equal_the_offline_transcript(
+    default_model: echostream.Model, setting: tuple[int, int, int]
+) -> None:
+    """The bundled model on three sentences joined by 2 s pauses: a final at each pause (and
+    where the model itself pauses), made within a few seconds of the pause (not after
+    latency_seconds), the finals joined equal to the long-form transcript of the whole recording,
+    with no word sent twice."""
+    root = Path(__file__).resolve().parents[1]
+    model = default_model
+    samples = _joined_samples(root / "samples")
+    c, left, right = setting
+    offline = model.transcribe((samples, 16000), chunk_size=c, left_context=left, right_context=right)[0].text
+    rec = Recognizer(model, chunk_size=c, left_context=left, right_context=right)
+    finals = _finals(rec, samples)
+    assert len(finals) >= 3
+    joined = " ".join(text for text, _ in finals)
+    assert joined.replace(" ", "") == offline.replace(" ", "")  # a word may be cut at a segment end
+    first_end = len(sf.read(root / "samples" / "booking_16k.wav")[0])
+    assert finals[0][1] < first_end + 3 * 16000
+    if right:
+        assert 3 < rec.latency_seconds  # exact frames of the sentence end came later than its final
+
+
+@pytest.mark.parametrize("setting", [(8, 16, 8), (4, 8, 4)], ids=lambda s: "c{}_l{}_r{}".format(*s))
+def test_length_endpoints_commit_exact_frames_only(
+    fixture_model: echostream.Model, long_audio: tuple[str, np.ndarray], setting: tuple[int, int, int]
+) -> None:
+    """Random weights, a 30 s file cut by the utterance-length rule mid-speech: the tail is not
+    committed, so the finals joined equal the long-form text exactly."""
+    path, samples = long_audio
+    c, left, right = setting
+    offline = fixture_model.transcribe(path, chunk_size=c, left_context=left, right_context=right)[0].text
+    rules = EndpointConfig(max_utterance=4.0, silence_after_speech=100.0, silence_without_speech=100.0)
+    rec = Recognizer(fixture_model, chunk_size=c, left_context=left, right_context=right, endpoint=rules)
+    finals = _finals(rec, samples)
+    assert len(finals) >= 5
+    assert "".join(text for text, _ in finals).replace(" ", "") == offline.replace(" ", "")

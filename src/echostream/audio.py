@@ -138,14 +138,92 @@ def frames_to_seconds(frame_index: int, frame_shift_ms: float = FRAME_SHIFT_MS) 
 # --------------------------------------------------------------------------------------------
 
 
+MAX_CHANNELS = 32
+"""More columns than this in a 2-D array means it was passed as (channels, frames)."""
+
+# integer sample encodings: (offset, scale) so that (x - offset) / scale lies in [-1, 1)
+_INTEGER_SCALES: dict[np.dtype, tuple[float, float]] = {
+    np.dtype(np.int16): (0.0, 2.0**15),
+    np.dtype(np.int32): (0.0, 2.0**31),
+    np.dtype(np.int8): (0.0, 2.0**7),
+    np.dtype(np.uint8): (128.0, 2.0**7),  # 8-bit WAV is unsigned
+}
+
+
+def check_sample_rate(sample_rate: object, name: str = "sample_rate") -> int:
+    """``sample_rate`` as an int, or AudioError: not a positive int, or below ``MIN_SAMPLE_RATE``.
+
+    >>> check_sample_rate(8000)
+    8000
+    """
+    _check_rate_argument(name, sample_rate)
+    rate = int(sample_rate)  # type: ignore[call-overload]
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioError(f"sample rate {rate} Hz is below the {MIN_SAMPLE_RATE} Hz minimum")
+    return rate
+
+
+def normalize_samples(samples: object, *, allow_empty: bool = False) -> np.ndarray:
+    """Any in-memory waveform -> (N,) float32 mono in the encoding's [-1, 1] range.
+
+    The one input normalisation of echostream: :func:`prepare_waveform` (whole arrays given to
+    ``Model.transcribe``) and ``Stream.accept_waveform`` (pieces of a stream) both use it.
+
+    Args:
+        samples: (N,) mono or (N, C) frames x channels (at most ``MAX_CHANNELS``), as a numpy
+            array or a sequence of numbers. Floats of any precision (expected in [-1, 1], passed
+            through), int16 / int32 / int8 (scaled by 2**15 / 2**31 / 2**7) or uint8 (unsigned
+            8-bit PCM, centred on 128).
+        allow_empty: accept zero samples (a stream's empty piece) instead of refusing them.
+
+    Returns:
+        (N,) float32: channels are averaged.
+
+    Raises:
+        AudioError: wrong number of dimensions, (channels, frames) order, no samples, an
+            unsupported dtype, or NaN/inf values. The input is never modified.
+
+    >>> normalize_samples(np.array([[16384, -16384], [0, 32767]], dtype=np.int16))
+    array([0.       , 0.4999847], dtype=float32)
+    """
+    if isinstance(samples, np.ndarray):
+        array = samples
+    else:
+        try:
+            array = np.asarray(samples)
+        except (TypeError, ValueError) as err:
+            raise AudioError(f"samples are not an array of numbers ({err})") from None
+    if array.ndim not in (1, 2):
+        raise AudioError(f"expected samples of shape (frames,) or (frames, channels), got {array.shape}")
+    if array.size == 0 and not allow_empty:
+        raise AudioError(f"no audio samples (shape {array.shape})")
+    if array.ndim == 2 and array.shape[1] > MAX_CHANNELS:
+        raise AudioError(
+            f"samples of shape {array.shape} look like (channels, frames); pass (frames, channels)"
+        )
+    if np.issubdtype(array.dtype, np.floating):
+        scaled = array.astype(np.float32)
+    elif array.dtype in _INTEGER_SCALES:
+        offset, scale = _INTEGER_SCALES[array.dtype]
+        scaled = ((array.astype(np.float64) - offset) / scale).astype(np.float32)
+    else:
+        raise AudioError(
+            f"unsupported sample dtype {array.dtype}; use float, int16, int32, int8 or uint8"
+        )
+    if not np.isfinite(scaled).all():
+        raise AudioError("samples contain non-finite values (NaN or inf)")
+    if scaled.ndim == 1:
+        return np.ascontiguousarray(scaled)
+    return _downmix(scaled)
+
+
 def prepare_waveform(
     samples: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_RATE
 ) -> np.ndarray:
     """Turn an in-memory waveform into the model's input.
 
     Args:
-        samples: (N,) or (N, C). Float of any precision (expected in [-1, 1]), or int16/int32
-            (scaled by 2**15 / 2**31 into [-1, 1)).
+        samples: (N,) or (N, C), anything :func:`normalize_samples` takes.
         sample_rate: rate of ``samples`` in Hz, a positive int of at least ``MIN_SAMPLE_RATE``.
         target_rate: rate of the result.
 
@@ -153,37 +231,11 @@ def prepare_waveform(
         (N',) float32 mono at ``target_rate``; channels are averaged.
 
     Raises:
-        AudioError: bad rate, empty input, wrong number of dimensions, an unsupported dtype or
-            non-finite values.
+        AudioError: bad rate, or anything :func:`normalize_samples` refuses.
     """
-    _check_rate_argument("sample_rate", sample_rate)
+    rate = check_sample_rate(sample_rate)
     _check_rate_argument("target_rate", target_rate)
-    if sample_rate < MIN_SAMPLE_RATE:
-        raise AudioError(f"sample rate {sample_rate} Hz is below the {MIN_SAMPLE_RATE} Hz minimum")
-    samples = np.asarray(samples)
-    if samples.ndim not in (1, 2):
-        raise AudioError(
-            f"expected samples of shape (frames,) or (frames, channels), got {samples.shape}"
-        )
-    if samples.size == 0:
-        raise AudioError(f"no audio samples (shape {samples.shape})")
-    if samples.ndim == 2 and samples.shape[1] > samples.shape[0]:
-        raise AudioError(
-            f"samples of shape {samples.shape} look like (channels, frames); "
-            "pass (frames, channels)"
-        )
-    if np.issubdtype(samples.dtype, np.floating):
-        scaled = samples.astype(np.float32)
-    elif samples.dtype == np.int16:
-        scaled = samples.astype(np.float32) / np.float32(2**15)
-    elif samples.dtype == np.int32:
-        scaled = (samples.astype(np.float64) / 2**31).astype(np.float32)
-    else:
-        raise AudioError(f"unsupported sample dtype {samples.dtype}; use float, int16 or int32")
-    if not np.isfinite(scaled).all():
-        raise AudioError("samples contain non-finite values (NaN or inf)")
-    mono = _downmix(scaled if scaled.ndim == 2 else scaled[:, None])
-    return _resample(mono, sample_rate, target_rate)
+    return _resample(normalize_samples(samples), rate, target_rate)
 
 
 def _check_rate_argument(name: str, rate: object) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_helpers import SETTINGS, LiveServer, run_server
+from server_helpers import RIGHT_CONTEXT_SETTINGS, SETTINGS, LiveServer, run_server
 
 import echostream
 from echostream.server import ServerConfig
@@ -23,6 +23,21 @@ def live(fixture_model: echostream.Model) -> Iterator[LiveServer]:
     """A server with the default limits and the 8/32/0 streaming settings."""
     with run_server(fixture_model, ServerConfig(**SETTINGS)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def live_right(fixture_model: echostream.Model) -> Iterator[LiveServer]:
+    """A server at 8/16/8: final frames wait for every layer's right context."""
+    with run_server(fixture_model, ServerConfig(**RIGHT_CONTEXT_SETTINGS)) as server:
+        yield server
+
+
+@pytest.fixture(params=["right_0", "right_8"])
+def served(request: pytest.FixtureRequest) -> tuple[LiveServer, dict[str, int]]:
+    """Each of the two live servers with its settings."""
+    if request.param == "right_0":
+        return request.getfixturevalue("live"), SETTINGS
+    return request.getfixturevalue("live_right"), RIGHT_CONTEXT_SETTINGS
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,8 @@ import echostream
 from echostream.server import ServerConfig, build_server, listen
 
 SETTINGS = {"chunk_size": 8, "left_context": 32, "right_context": 0}
+RIGHT_CONTEXT_SETTINGS = {"chunk_size": 8, "left_context": 16, "right_context": 8}
+"""The protocol tests run at both: finals made with and without a provisional tail."""
 TIMEOUT = 20.0  # seconds any single wait in these tests may take before it is a failure
 
 
@@ -128,3 +130,8 @@ def stream_file(url: str, path: Path, *, continuous: bool = True) -> tuple[list[
 
 def finals(messages: list[dict[str, Any]]) -> list[str]:
     return [nbest(m)["sentence"] for m in messages if m.get("type") == "final_result"]
+
+
+def joined(texts: list[str]) -> str:
+    """Finals joined, spaces removed: a segment may end inside a word."""
+    return "".join(texts).replace(" ", "")

@@ -10,16 +10,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from server_helpers import (
+    RIGHT_CONTEXT_SETTINGS,
     SETTINGS,
     TIMEOUT,
     LiveServer,
     finals,
+    joined,
     nbest,
     pcm16,
     receive,
+    run_server,
     send_pcm,
     start,
     stream_file,
@@ -28,17 +33,22 @@ from server_helpers import (
 from websockets.sync.client import ClientConnection, connect
 
 import echostream
+from echostream.server import ServerConfig
 from echostream.streaming.recognizer import Recognizer
 
 FILES = ("utt0.wav", "utt1.wav", "utt2.wav", "utt3.wav")
 
 
-def _expected(model: echostream.Model, path: Path) -> str:
-    return model.transcribe(path, **SETTINGS)[0].text
+def _expected(model: echostream.Model, path: Path, settings: dict[str, int] = SETTINGS) -> str:
+    return model.transcribe(path, **settings)[0].text
 
 
-def test_happy_path_gives_the_long_form_text(live: LiveServer, audio_dir: Path,
+Served = tuple[LiveServer, dict[str, int]]
+
+
+def test_happy_path_gives_the_long_form_text(served: Served, audio_dir: Path,
                                              fixture_model: echostream.Model) -> None:
+    live, settings = served
     path = audio_dir / "utt0.wav"
     messages, code = stream_file(live.ws, path)
     assert code == 1000
@@ -49,7 +59,7 @@ def test_happy_path_gives_the_long_form_text(live: LiveServer, audio_dir: Path,
     assert partials, "partial results while the audio comes in"
     assert all(a != b for a, b in itertools.pairwise(partials)), "a partial is sent only when the text changes"
     final = nbest(messages[-2])
-    assert final["sentence"] == _expected(fixture_model, path) != ""
+    assert final["sentence"] == _expected(fixture_model, path, settings) != ""
     words = final["word_pieces"]
     assert " ".join(w["word"] for w in words) == final["sentence"]
     starts = [w["start"] for w in words]
@@ -57,43 +67,25 @@ def test_happy_path_gives_the_long_form_text(live: LiveServer, audio_dir: Path,
     assert words[-1]["end"] <= sf.info(path).duration * 1000 + 80
 
 
-def test_root_path_speaks_the_same_protocol(live: LiveServer, audio_dir: Path,
+def test_root_path_speaks_the_same_protocol(served: Served, audio_dir: Path,
                                             fixture_model: echostream.Model) -> None:
+    live, settings = served
     path = audio_dir / "utt2.wav"
     messages, code = stream_file(live.ws.removesuffix("ws"), path)
     assert code == 1000
-    assert finals(messages) == [_expected(fixture_model, path)]
+    assert finals(messages) == [_expected(fixture_model, path, settings)]
 
 
-def test_8khz_stream(live: LiveServer, shared_dir: Path, fixture_model: echostream.Model) -> None:
+def test_8khz_stream(served: Served, shared_dir: Path, fixture_model: echostream.Model) -> None:
+    live, settings = served
     path = shared_dir / "data" / "fsdd" / "0_george_1.wav"
     if not path.is_file():
         pytest.skip(f"8 kHz speech not found at {path}")
     assert sf.info(path).samplerate == 8000
     messages, code = stream_file(live.ws, path)
     assert code == 1000
-    assert finals(messages) == [_expected(fixture_model, path)]
+    assert finals(messages) == [_expected(fixture_model, path, settings)]
     assert messages[-1]["type"] == "speech_end"
-
-
-def _expected_segments(model: echostream.Model, path: Path) -> list[str]:
-    """The segments the Recognizer itself gives, fed a chunk at a time, resetting at endpoints."""
-    rec = Recognizer(model, **SETTINGS)
-    stream = rec.create_stream()
-    data, rate = sf.read(path, dtype="int16")
-    piece = SETTINGS["chunk_size"] * rate * 8 // 100  # a chunk: 8 features of 10 ms per frame
-    texts = []
-    for begin in range(0, len(data), piece):
-        stream.accept_waveform(rate, data[begin : begin + piece])
-        while rec.is_ready(stream):
-            rec.decode_streams([stream])
-            if rec.is_endpoint(stream):
-                texts.append(stream.result.text)
-                rec.reset(stream)
-    stream.input_finished()
-    while rec.is_ready(stream):
-        rec.decode_streams([stream])
-    return [*texts, stream.result.text]
 
 
 def _send_whole(url: str, path: Path, continuous: bool) -> tuple[list[dict[str, Any]], int | None]:
@@ -107,21 +99,48 @@ def _send_whole(url: str, path: Path, continuous: bool) -> tuple[list[dict[str, 
 
 
 def test_continuous_decoding_sends_a_final_result_per_segment(
-    live: LiveServer, audio_dir: Path, fixture_model: echostream.Model
+    served: Served, audio_dir: Path, fixture_model: echostream.Model
 ) -> None:
+    live, settings = served
     path = audio_dir / "long.wav"  # 30 s: the 20 s utterance limit ends the first segment
-    expected = _expected_segments(fixture_model, path)
-    assert len(expected) == 2
+    offline = _expected(fixture_model, path, settings)
     messages, code = _send_whole(live.ws, path, continuous=True)
     assert code == 1000
-    assert finals(messages) == expected
-    second = nbest([m for m in messages if m["type"] == "final_result"][1])
+    texts = finals(messages)
+    assert len(texts) == 2
+    assert joined(texts) == offline.replace(" ", ""), "no word sent twice or lost"
+    first, second = (nbest(m) for m in messages if m["type"] == "final_result")
     assert second["word_pieces"][0]["start"] >= 20000, "word times count from the stream's start"
+    assert first["word_pieces"][-1]["end"] <= second["word_pieces"][0]["start"]
     # without continuous decoding the first endpoint ends the session, as in WeNet
     messages, code = _send_whole(live.ws, path, continuous=False)
     assert code == 1000
-    assert finals(messages) == expected[:1]
+    assert finals(messages) == texts[:1]
     assert messages[-1]["type"] == "speech_end"
+
+
+def test_continuous_finals_of_the_bundled_model_at_right_context(default_model: echostream.Model) -> None:
+    """The reproduction of the repeated words: three sentences joined by 2 s pauses, served at
+    8/16/8. Each pause ends a segment at once, and the finals joined equal the offline text."""
+    root = Path(__file__).resolve().parents[2]
+    parts = []
+    for name in ("booking_16k", "phone_16k", "options_16k"):
+        x, _ = sf.read(root / "samples" / f"{name}.wav", dtype="int16")
+        parts += [x, np.zeros(32000, np.int16)]
+    samples = np.concatenate(parts)
+    offline = default_model.transcribe((samples, 16000), **RIGHT_CONTEXT_SETTINGS)[0].text
+    config = ServerConfig(**RIGHT_CONTEXT_SETTINGS)
+    with run_server(default_model, config) as server, connect(server.ws, open_timeout=TIMEOUT) as ws:
+        start(ws, 16000, continuous=True)
+        send_pcm(ws, samples.astype("<i2").tobytes(), 16000)
+        ws.send(json.dumps({"signal": "end"}))
+        messages, code = until_closed(ws)
+    assert code == 1000
+    texts = finals(messages)
+    assert len(texts) >= 3
+    assert joined(texts) == offline.replace(" ", "")
+    words = offline.split()
+    assert sum(len(t.split()) for t in texts) <= len(words) + len(texts)  # no repeated words
 
 
 def test_streams_are_decoded_together(live: LiveServer, audio_dir: Path, fixture_model: echostream.Model,
@@ -180,6 +199,47 @@ def test_max_batch_bounds_a_step_and_every_stream_finishes(
             t.join(TIMEOUT)
     assert results == {i: [_expected(fixture_model, audio_dir / f)] for i, f in enumerate(FILES)}
     assert max(batches) <= 2
+
+
+def test_a_failing_stream_fails_alone(live: LiveServer, audio_dir: Path, tmp_path: Path,
+                                      fixture_model: echostream.Model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An injected model failure for one stream (the 8 kHz one): it gets a failed reply and
+    1011; the streams decoded in the same batches carry on, with none of their audio lost."""
+    poisoned = tmp_path / "long_8k.wav"
+    x, rate = sf.read(audio_dir / "long.wav", dtype="float32")
+    sf.write(poisoned, soxr.resample(x, rate, 8000), 8000, subtype="PCM_16")
+    batches: list[list[int]] = []
+    decode = Recognizer.decode_streams
+
+    def failing(self: Recognizer, streams: Any) -> None:
+        rates = [s._input_rate for s in streams if self.is_ready(s)]
+        batches.append(rates)
+        if len(batches) == 1:
+            time.sleep(0.5)  # everyone's audio piles up, so that the next batches are full
+        elif 8000 in rates:
+            raise RuntimeError("injected failure")
+        decode(self, streams)
+
+    monkeypatch.setattr(Recognizer, "decode_streams", failing)
+    paths = [audio_dir / f for f in FILES]
+    results: dict[int, tuple[list[dict[str, Any]], int | None]] = {}
+
+    def client(i: int, path: Path) -> None:
+        results[i] = stream_file(live.ws, path)
+
+    threads = [threading.Thread(target=client, args=(i, p)) for i, p in enumerate([poisoned, *paths])]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(TIMEOUT)
+    messages, code = results[0]
+    assert code == 1011 and messages[-1] == {"status": "failed", "message": "decoding failed: injected failure"}
+    for i, path in enumerate(paths, 1):
+        messages, code = results[i]
+        assert code == 1000 and finals(messages) == [_expected(fixture_model, path)], path.name
+    assert any(8000 in b and len(b) > 1 for b in batches), "the failing stream shared a batch"
+    live.wait_streams(0)
 
 
 # ----------------------------------------------------------------------------- client mistakes

@@ -33,7 +33,7 @@ import numpy as np
 from echostream.nn.subsampling import RATE
 from echostream.runtime import release_free_memory
 from echostream.server import protocol
-from echostream.streaming.recognizer import Recognizer, Stream
+from echostream.streaming.recognizer import Recognizer, Stream, StreamResult
 
 MAX_PENDING_SECONDS = 10.0
 """A connection stops reading once this much of its audio waits in the inbox (backpressure)."""
@@ -221,43 +221,80 @@ class Batcher:
         ready = [s for s in sessions if not s.done and rec.is_ready(s.stream)]
         ready.sort(key=lambda s: s.last_step)
         batch = ready[: self.max_batch]
+        waiting = len(ready) > len(batch)
         if batch:
-            rec.decode_streams([s.stream for s in batch])
+            batch, broken = self._decode(batch)
+            failed.extend(
+                (session, [CloseRequest(protocol.CloseCode.INTERNAL, f"decoding failed: {_one_line(err)}")])
+                for session, err in broken
+            )
             self._steps += 1
             release_free_memory()
         replies = list(failed)
         for session in batch:
             session.last_step = self._steps
             replies.append((session, self._replies(session)))
-        more = len(ready) > len(batch) or any(not s.done and rec.is_ready(s.stream) for s in batch)
+        more = waiting or any(not s.done and rec.is_ready(s.stream) for s in batch)
         return _StepOutcome(replies, more)
+
+    def _decode(self, batch: list[Session]) -> tuple[list[Session], list[tuple[Session, Exception]]]:
+        """Decode ``batch`` in one step; if that fails, each stream alone, so that only the
+        streams that fail by themselves fail (a failed step changes no stream, see
+        ``Recognizer.decode_streams``). Returns the decoded sessions and the failed ones."""
+        rec = self.recognizer
+        try:
+            rec.decode_streams([s.stream for s in batch])
+            return batch, []
+        except Exception as err:
+            if len(batch) == 1:
+                log.exception("decoding step failed for one stream")
+                batch[0].done = True
+                return [], [(batch[0], err)]
+            log.warning("decoding a batch of %d streams failed (%s); retrying them one by one",
+                        len(batch), _one_line(err))
+        decoded, broken = [], []
+        for session in batch:
+            try:
+                rec.decode_streams([session.stream])
+                decoded.append(session)
+            except Exception as err:
+                log.exception("decoding step failed for one stream")
+                session.done = True
+                broken.append((session, err))
+        return decoded, broken
 
     def _replies(self, session: Session) -> list[Reply]:
         """The messages a decoding step produced for ``session``; resets it at an endpoint."""
         rec, stream = self.recognizer, session.stream
-        result = stream.result
         if stream.flushed:
             session.done = True
             session.results += 1
-            return [self._final(session), protocol.speech_end(), CloseRequest(protocol.CloseCode.NORMAL)]
+            return [self._final(stream.result), protocol.speech_end(), CloseRequest(protocol.CloseCode.NORMAL)]
         if rec.is_endpoint(stream):
+            final = rec.reset(stream)
+            if stream.revised_frames:
+                log.debug("stream revised %d committed frames", stream.revised_frames)
             if not session.continuous:
                 session.done = True
                 session.results += 1
-                return [self._final(session), protocol.speech_end(), CloseRequest(protocol.CloseCode.NORMAL)]
+                return [self._final(final), protocol.speech_end(), CloseRequest(protocol.CloseCode.NORMAL)]
             replies: list[Reply] = []
-            if result.text or session.last_text:  # an endpoint after silence alone says nothing
-                replies.append(self._final(session))
+            if final.text or session.last_text:  # an endpoint after silence alone says nothing
+                replies.append(self._final(final))
                 session.results += 1
-            rec.reset(stream)
             session.last_text = ""
             return replies
+        result = stream.result
         if result.text != session.last_text:
             session.last_text = result.text
             audio_ms = round(stream.samples_accepted * 1000 / session.sample_rate)
             return [protocol.partial_result(result.text, audio_ms=audio_ms)]
         return []
 
-    def _final(self, session: Session) -> dict[str, Any]:
-        result = session.stream.result
+    def _final(self, result: StreamResult) -> dict[str, Any]:
         return protocol.final_result(result.text, protocol.word_pieces(result.tokens, self._frame_seconds))
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
