@@ -7,6 +7,7 @@ crosses a tolerance.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,20 @@ def make_tiny_bundle() -> Callable[..., ModelBundle]:
         return ModelBundle(model=model, vocab=Vocabulary(TINY_VOCAB), fbank=fbank)
 
     return build
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """In CI (``CI=true``) a test skipped because ``../shared`` data is missing fails instead:
+    CI always has the shared fixtures, so their absence is a broken checkout, not a reason."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI", "").lower() != "true" or not report.skipped:
+        return
+    reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if str(SHARED_DIR) in reason or "/shared/" in reason or "fixture" in reason:
+        report.outcome = "failed"
+        report.longrepr = f"CI=true and the shared data is missing: {reason}"
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

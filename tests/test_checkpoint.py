@@ -5,6 +5,8 @@ CheckpointError for everything that does not.
 
 from __future__ import annotations
 
+import copy
+import datetime
 import logging
 import os
 import re
@@ -140,7 +142,8 @@ def test_training_only_keys_are_accepted(fixture_dir: Path, tmp_path: Path) -> N
         folder,
         lambda conf: conf["encoder_conf"].update(use_dynamic_chunk=True, static_chunk_size=-1),
     )
-    load_released_folder(folder)
+    loaded = load_released_folder(folder)
+    assert loaded.model.cfg == load_released_folder(fixture_dir / "model").model.cfg  # nothing changed
 
 
 def _save_state(folder: Path, state: dict[str, torch.Tensor]) -> None:
@@ -231,6 +234,45 @@ def test_cmvn_from_state_dict_or_global_cmvn_file(
 
     (folder / "global_cmvn").unlink()
     assert "no CMVN" in checkpoint_error(lambda: load_released_folder(folder))
+
+
+def test_cmvn_null_means_no_normalisation(
+    fixture_dir: Path, tmp_path: Path, released_state: dict[str, torch.Tensor], features: torch.Tensor,
+    fixture_model: echostream.Model,
+) -> None:
+    """A WeNet config with ``cmvn: null`` (no statistics file, no CMVN tensors) loads and feeds
+    the features unnormalised: as the fixture model with its CMVN set to the identity by hand."""
+    folder = copy_model(fixture_dir, tmp_path)
+    _save_state(folder, {k: v for k, v in released_state.items() if not k.startswith("encoder.global_cmvn.")})
+    (folder / "global_cmvn").unlink()
+    edit_config(folder, lambda conf: [conf.update(cmvn=None), conf.pop("cmvn_conf")])
+    plain = load_released_folder(folder)
+    by_hand = copy.deepcopy(fixture_model.bundle)
+    with torch.no_grad():
+        by_hand.model.encoder.global_cmvn.mean.zero_()
+        by_hand.model.encoder.global_cmvn.istd.fill_(1.0)
+    torch.testing.assert_close(_log_probs(plain, features), _log_probs(by_hand, features), atol=1e-6, rtol=0)
+    assert not torch.allclose(_log_probs(plain, features), _log_probs(fixture_model.bundle, features), atol=1e-3)
+    # a config naming a statistics file that is not there is an error naming the file
+    edit_config(folder, lambda conf: conf.update(cmvn="global_cmvn", cmvn_conf={"cmvn_file": "exp/stats.json"}))
+    assert "names stats.json, which is not in the folder" in checkpoint_error(lambda: load_released_folder(folder))
+
+
+@pytest.mark.parametrize("content", [b"hello, not a checkpoint\n", b"PK\x03\x04" + bytes(200), "truncated", "object"])
+def test_a_model_pt_that_is_not_a_checkpoint_gets_our_own_line(tmp_path: Path, content: object) -> None:
+    path = tmp_path / "model.pt"
+    if content == "truncated":
+        torch.save({"x": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:2000])
+    elif content == "object":
+        torch.save({"x": datetime.date(2026, 1, 1)}, path)  # loading it would need unpickling code
+    else:
+        assert isinstance(content, bytes)
+        path.write_bytes(content)
+    message = checkpoint_error(lambda: load_checkpoint(path))
+    assert message.startswith(f"{path}: ")
+    assert "weights_only" not in message and "torch.load" not in message
+    assert not re.search(r"\(\d{4,}\)", message), "no unexplained numbers"
 
 
 def test_state_dict_wrapped_in_model_key_loads(

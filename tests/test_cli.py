@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from echostream import Model, Transcript, load_model
 from echostream.cli.main import main
@@ -129,27 +133,32 @@ def test_directory_without_audio_is_a_usage_error(
     _assert_one_line_error(err, str(tmp_path), "no audio files")
 
 
-def test_list_file_paths_are_relative_to_the_list(
+def test_list_file_paths_are_relative_to_the_working_directory(
     capsys: pytest.CaptureFixture[str],
     reference: dict[str, Transcript],
     audio_copies: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    listing = audio_copies / "files.lst"
+    """As ``ls sub/*.wav > list.txt`` writes them, like every other CLI reads them."""
+    listing = tmp_path / "lists" / "files.lst"
+    listing.parent.mkdir()
     listing.write_text(
         f"# a comment\nutt2.wav\n\n  sub/utt1.wav  \n{_audio('utt3.wav')}\n", encoding="utf-8"
     )
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
+    monkeypatch.chdir(audio_copies)
     code, out, err = _transcribe(capsys, "--list", listing)
     assert code == 0, err
     assert _tab_lines(out) == {
-        str(audio_copies / "utt2.wav"): reference["utt2.wav"].text,
-        str(audio_copies / "sub" / "utt1.wav"): reference["utt1.wav"].text,
+        "utt2.wav": reference["utt2.wav"].text,
+        "sub/utt1.wav": reference["utt1.wav"].text,
         str(_audio("utt3.wav")): reference["utt3.wav"].text,
     }
+    monkeypatch.chdir(tmp_path)  # from elsewhere the relative lines name nothing: an error each, no nan
+    code, out, err = _transcribe(capsys, "--list", listing)
+    assert code == 1
+    assert "utt2.wav: file not found" in err and "sub/utt1.wav: file not found" in err
+    assert "nan" not in err and "1 of 3 files transcribed" in err
 
 
 def test_list_and_files_together(
@@ -194,11 +203,24 @@ def test_json_output_parses(
     expected = reference["utt0.wav"]
     assert doc["source"] == str(_audio("utt0.wav"))
     assert doc["text"] == expected.text
-    assert doc["duration"] == pytest.approx(expected.duration)
+    assert doc["duration"] == round(expected.duration, 3)
     assert [(s["start"], s["end"], s["text"]) for s in doc["segments"]] == [
-        tuple(s) for s in expected.segments
+        (round(s.start, 3), round(s.end, 3), s.text) for s in expected.segments
     ]
-    assert [(k["token"], k["time"]) for k in doc["tokens"]] == [tuple(k) for k in expected.tokens]
+    assert [(k["token"], k["time"]) for k in doc["tokens"]] == [(k.token, round(k.time, 3)) for k in expected.tokens]
+    assert [(w["word"], w["start"], w["end"]) for w in doc["words"]] == [
+        (w.word, round(w.start, 3), round(w.end, 3)) for w in expected.words
+    ]
+    assert " ".join(w["word"] for w in doc["words"]) == doc["text"]
+
+
+def test_json_of_several_files_on_stdout_is_json_lines(
+    capsys: pytest.CaptureFixture[str], reference: dict[str, Transcript]
+) -> None:
+    code, out, _ = _transcribe(capsys, "--format", "json", _audio("utt0.wav"), _audio("utt1.wav"))
+    assert code == 0
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert [d["text"] for d in docs] == [reference["utt0.wav"].text, reference["utt1.wav"].text]
 
 
 def test_srt_output(capsys: pytest.CaptureFixture[str], reference: dict[str, Transcript]) -> None:
@@ -307,7 +329,7 @@ def test_only_bad_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     code, out, err = _transcribe(capsys, tmp_path / "a.wav", tmp_path / "b.wav")
     assert code == 1 and out == ""
     assert "Traceback" not in err
-    assert "0 of 2 files transcribed" in err and "real-time factor" in err
+    assert "0 of 2 files transcribed" in err and "real-time factor" not in err and "nan" not in err
 
 
 def test_invalid_chunk_size_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -388,3 +410,155 @@ def test_installed_console_script(reference: dict[str, Transcript], tmp_path: Pa
     assert result.stdout == f"{_audio('utt2.wav')}\t{reference['utt2.wav'].text}\n"
     assert f"error: {bad}: file is empty" in result.stderr
     assert "real-time factor" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- hardening (issue 9)
+
+
+@pytest.mark.parametrize("verb", ["transcribe", "serve", "eval"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:3", "tpu"])
+def test_an_unusable_device_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, verb: str,
+                                        device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 3:
+        pytest.skip("this machine has that GPU")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": str(_audio("utt0.wav")), "text": "a", "duration": 1.0}) + "\n")
+    args = {"transcribe": [_audio("utt0.wav")], "serve": ["--port", "0"], "eval": ["--manifest", manifest]}[verb]
+    code = main([verb, "--model", str(MODEL_DIR), "--device", device, *map(str, args)])
+    _, err = capsys.readouterr()
+    assert code != 0
+    _assert_one_line_error(err, repr(device))
+
+
+def test_train_on_an_unusable_device_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    config = Path(__file__).resolve().parents[1] / "configs" / "finetune.yaml"
+    code = main(["train", "--config", str(config), "--init", str(MODEL_DIR), "--out", str(tmp_path / "exp"),
+                 "--device", "cuda"])
+    _, err = capsys.readouterr()
+    assert code != 0
+    _assert_one_line_error(err, "'cuda' is not available")
+
+
+@pytest.mark.parametrize("flag", ["--chunk-size", "--left-context", "--right-context"])
+def test_absurd_context_sizes_are_refused_at_once(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    code, out, err = _transcribe(capsys, flag, "100000", _audio("utt2.wav"))
+    assert code != 0 and out == ""
+    _assert_one_line_error(err, "above the maximum of 1024 frames")
+    code = main(["serve", "--model", str(MODEL_DIR), "--port", "0", flag, "100000"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    _assert_one_line_error(err, "above the maximum of 1024 frames")
+
+
+def test_output_dir_is_checked_before_decoding(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    decoded: list[object] = []
+    monkeypatch.setattr(Model, "transcribe_iter", lambda *a, **k: decoded.append(a) or iter(()))
+    code, _, err = _transcribe(capsys, "--output-dir", blocker / "out", _audio("utt2.wav"))
+    assert code == 2 and decoded == []
+    _assert_one_line_error(err, "cannot write there")
+
+
+def test_each_output_is_written_as_soon_as_its_file_is_done(tmp_path: Path) -> None:
+    """Files decoded one after another (--batch-seconds = --block-seconds): interrupting the run
+    once the first output exists keeps it, and what was finished is all there."""
+    import signal
+    import time
+
+    exe = shutil.which("echostream") or str(Path(sys.executable).with_name("echostream"))
+    if not Path(exe).exists():
+        pytest.skip("the echostream console script is not installed on PATH or next to python")
+    out_dir = tmp_path / "out"
+    inputs = [str(_audio("long.wav"))] * 6
+    process = subprocess.Popen(
+        [exe, "transcribe", "--model", str(MODEL_DIR), "--output-dir", str(out_dir), "--threads", "1",
+         "--batch-seconds", "2", "--block-seconds", "2", *inputs],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out_dir / "long.txt").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    written = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
+    assert process.returncode == 130 and "interrupted" in err, err
+    assert 1 <= len(written) < 6
+    expected = load_model(MODEL_DIR).transcribe(_audio("long.wav"))[0].text
+    assert all((out_dir / name).read_text().strip() == expected for name in written)
+
+
+def test_a_file_corrupt_mid_way_keeps_what_came_before(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                       model: Model) -> None:
+    bad = _corrupt_flac(tmp_path)
+    out_dir = tmp_path / "out"
+    code, _, err = _transcribe(capsys, "--block-seconds", "5", "--output-dir", out_dir, bad, _audio("utt2.wav"))
+    assert code == 1
+    assert "flac decoder lost sync" in err and "kept the transcript of its first 10.0 s" in err
+    samples, rate = sf.read(_audio("long.wav"), dtype="float32")
+    first_ten = model.transcribe((samples[: 10 * rate], rate), block_seconds=5)[0].text
+    assert (out_dir / "bad.txt").read_text().strip() == first_ten != ""
+    assert (out_dir / "utt2.txt").is_file()
+
+
+def _corrupt_flac(folder: Path) -> Path:
+    """long.wav as FLAC with bytes garbled half-way: libsndfile fails after 10 s of it."""
+    samples, rate = sf.read(_audio("long.wav"), dtype="float32")
+    path = folder / "bad.flac"
+    sf.write(path, samples, rate)
+    data = bytearray(path.read_bytes())
+    rng = random.Random(0)
+    for i in range(len(data) // 2, len(data) // 2 + 2000):
+        data[i] = rng.randrange(256)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert re.fullmatch(r"echostream \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
+def test_bundled_model_by_name_in_every_verb(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    code, out, err = _run(capsys, "--model", "default", samples / "options_16k.wav")
+    assert code == 0 and "press two" in out, err
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": str(samples / "options_16k.wav"),
+                                    "text": (samples / "options_16k.txt").read_text().strip(), "duration": 3.0}) + "\n")
+    assert main(["eval", "--model", "default", "--manifest", str(manifest)]) == 0
+    assert "WER" in capsys.readouterr().out
+
+
+def test_every_flag_has_help_with_its_default() -> None:
+    from echostream.cli.main import build_parser
+
+    def parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+        yield parser.prog, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    missing = []
+    for prog, parser in parsers(build_parser()):
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction)):
+                continue
+            name = action.option_strings[-1] if action.option_strings else action.dest
+            if not action.help:
+                missing.append(f"{prog} {name}")
+            elif action.default not in (None, False) and f"(default: {action.default})" not in text:
+                missing.append(f"{prog} {name}: default {action.default!r} not shown")
+    assert missing == []

@@ -13,10 +13,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+import torch
 
 import echostream
-from echostream import AudioError, CheckpointError, Model, Segment, Token, Transcript, load_model
-from echostream.audio import num_frames
+from echostream import (
+    AudioError,
+    CheckpointError,
+    ChunkContext,
+    Model,
+    Segment,
+    Token,
+    Transcript,
+    load_model,
+)
+from echostream.audio import load_audio, num_frames
+from echostream.frontend.fbank import compute_fbank
 from echostream.heads.ctc import collapse_ctc
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -26,6 +37,7 @@ AUDIO_DIR = FIXTURE / "audio"
 FSDD_DIR = SHARED / "data" / "fsdd"
 SHORT = ("utt0.wav", "utt1.wav", "utt2.wav", "utt3.wav")  # long.wav (30 s) only where needed
 FRAME_S = 0.08
+OFFSET_S = 0.0825  # a token sits at the centre of its frame's 165 ms receptive field
 
 pytestmark = pytest.mark.skipif(
     not (MODEL_DIR / "config.yaml").is_file(), reason=f"fixture model missing: {MODEL_DIR}"
@@ -84,20 +96,34 @@ def test_result_types(model: Model) -> None:
         assert isinstance(tok, tuple) and isinstance(tok, Token) and len(tok) == 2
         token, time = tok
         assert isinstance(token, str) and isinstance(time, float)
-        assert time / FRAME_S == pytest.approx(round(time / FRAME_S))  # on the 80 ms grid
+        frames = (time - OFFSET_S) / FRAME_S
+        assert frames == pytest.approx(round(frames))  # on the 80 ms grid, 82.5 ms into the frame
         times.append(time)
     assert times == sorted(times)
     assert "".join(t.token for t in r.tokens).replace("\u2581", " ").strip() == r.text
 
 
 def test_defaults_are_chunk_64_left_128_right_128(model: Model) -> None:
+    """The default call decodes as the masked batch at 64/128/128 does (an independent path),
+    and not as another setting does."""
     params = inspect.signature(Model.transcribe).parameters
     assert (params["chunk_size"].default, params["left_context"].default) == (64, 128)
     assert params["right_context"].default == 128
-    path = _audio("utt3.wav")
+    path = _audio("long.wav")
     default = model.transcribe(path)[0]
-    explicit = model.transcribe(path, chunk_size=64, left_context=128, right_context=128)[0]
-    assert default.ok and _same(default, explicit)
+    assert default.ok
+
+    def masked(chunk: int, left: int, right: int) -> str:
+        samples = load_audio(path)
+        feats = compute_fbank(samples, model.bundle.fbank)
+        x = torch.from_numpy(feats).unsqueeze(0)
+        with torch.inference_mode():
+            log_probs, lens = model.bundle.model(x, torch.tensor([x.shape[1]]), ChunkContext(chunk=chunk, left=left, right=right))
+        labels = log_probs[0, : int(lens[0])].argmax(-1).tolist()
+        return model.bundle.vocab.decode(collapse_ctc(labels).tokens)
+
+    assert default.text == masked(64, 128, 128)
+    assert default.text != masked(4, 8, 4)
 
 
 def test_results_come_back_in_input_order(model: Model, alone: dict[str, Transcript]) -> None:
@@ -428,5 +454,51 @@ def test_result_does_not_depend_on_batch_or_block_seconds(model: Model) -> None:
 
 
 def test_public_api_is_exported() -> None:
-    assert echostream.load_model is load_model
+    missing = [name for name in echostream.__all__ if not hasattr(echostream, name)]
+    assert missing == []
+    assert {"load_model", "Model", "Transcript", "Recognizer", "Stream"} <= set(echostream.__all__)
     assert issubclass(AudioError, ValueError) and issubclass(CheckpointError, ValueError)
+
+
+# ----------------------------------------------------------- names, partial results (issue 9)
+
+
+def test_bundled_models_load_by_name() -> None:
+    default = load_model()
+    assert load_model("default").bundle.model.cfg == default.bundle.model.cfg
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    assert "press two" in default.transcribe(samples / "options_16k.wav")[0].text
+
+
+def test_a_missing_relative_path_is_missing_not_a_hub_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import echostream.model as model_module
+
+    tried: list[str] = []
+    monkeypatch.setattr(model_module, "_download", lambda repo: tried.append(repo) or (_ for _ in ()).throw(
+        CheckpointError(f"{repo}: not downloadable")))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    for path in ("models/mine", "./mine", "mine.pt", "models/mine/model.pt", "nothing-here"):
+        with pytest.raises(CheckpointError, match="no such model file or folder") as info:
+            load_model(path)
+        assert str(info.value).startswith(f"{path}: ") and "bundled models: default" in str(info.value)
+    assert tried == []
+    for repo in ("khanhld/chunkformer-large-vie", "hf:models/mine"):
+        with pytest.raises(CheckpointError, match="not downloadable"):
+            load_model(repo)
+    assert tried == ["khanhld/chunkformer-large-vie", "models/mine"]
+
+
+def test_a_corrupt_block_mid_file_keeps_the_transcript_before_it(model: Model, tmp_path: Path) -> None:
+    samples, rate = sf.read(_audio("long.wav"), dtype="float32")
+    bad = tmp_path / "bad.flac"
+    sf.write(bad, samples, rate)
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 2000] = bytes(range(256)) * 7 + bytes(208)
+    bad.write_bytes(bytes(data))
+    for decoding in ("greedy", "prefix_beam"):
+        result, good = model.transcribe([bad, _audio("utt2.wav")], block_seconds=5, decoding=decoding)
+        assert result.error is not None and "flac decoder" in result.error and good.ok
+        before = model.transcribe((samples[: int(result.duration * rate)], rate), block_seconds=5, decoding=decoding)[0]
+        assert 5 <= result.duration < 30
+        assert result.text == before.text != ""

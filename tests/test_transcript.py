@@ -277,6 +277,7 @@ def test_json() -> None:
         "text": "xin chào",
         "duration": 2.5,
         "segments": [{"start": 0.0, "end": 1.5, "text": "xin chào"}],
+        "words": [],
         "tokens": [{"token": "\u2581hi", "time": 0.08}, {"token": "\u2581there", "time": 0.4}],
     }
     assert "chào" in to_json(t)  # not escaped
@@ -299,3 +300,39 @@ def test_error_transcript() -> None:
     t = Transcript("bad.wav", error="bad.wav: file not found")
     assert not t.ok
     assert Transcript("good.wav").ok
+
+
+# ------------------------------------------------------------------ words and word-bounded cues
+
+
+def test_token_times_carry_the_stated_offset_and_words_have_spans() -> None:
+    t = build_transcript("x.wav", [B, A, BB, B, B, C, B, B], VOCAB, frame_seconds=FRAME_S, duration=0.64,
+                         time_offset=0.0825)
+    assert [k.time for k in t.tokens] == pytest.approx([0.1625, 0.2425, 0.4825])
+    assert [w.word for w in t.words] == ["ab", "c"]
+    assert [(w.start, w.end) for w in t.words] == [
+        pytest.approx((0.1625, 0.3225)),  # its last token + one frame
+        pytest.approx((0.4825, 0.5625)),
+    ]
+    assert " ".join(w.word for w in t.words) == t.text
+
+
+def test_a_pause_inside_a_word_does_not_end_a_segment() -> None:
+    """ "▁a" [0.64 s of blanks] "b" is one word: the cue must not cut it ("a" / "b")."""
+    t = _build([A] + [B] * 8 + [BB] + [B] * 8 + [C, B])
+    assert [s.text for s in t.segments] == ["ab", "c"]
+    assert [w.word for w in t.words] == ["ab", "c"]
+    cues = [line for line in to_srt(t).splitlines() if line and not line[0].isdigit()]
+    assert cues == ["ab", "c"]
+
+
+def test_json_has_words_rounded_to_the_millisecond() -> None:
+    t = build_transcript("x.wav", [B, A, BB, B, C], VOCAB, frame_seconds=FRAME_S, duration=0.4123456,
+                         time_offset=0.0825)
+    doc = json.loads(to_json(t))
+    assert doc["words"] == [
+        {"word": "ab", "start": round(0.1625, 3), "end": round(0.2425 + 0.08, 3)},
+        {"word": "c", "start": round(0.4025, 3), "end": round(0.4825, 3)},
+    ]
+    assert doc["duration"] == 0.412
+    assert all(round(k["time"], 3) == k["time"] for k in doc["tokens"])

@@ -183,8 +183,8 @@ def normalize_samples(samples: object, *, allow_empty: bool = False) -> np.ndarr
         AudioError: wrong number of dimensions, (channels, frames) order, no samples, an
             unsupported dtype, or NaN/inf values. The input is never modified.
 
-    >>> normalize_samples(np.array([[16384, -16384], [0, 32767]], dtype=np.int16))
-    array([0.       , 0.4999847], dtype=float32)
+    >>> normalize_samples(np.array([[16384, -16384], [0, 32767]], dtype=np.int16)).tolist()
+    [0.0, 0.4999847412109375]
     """
     if isinstance(samples, np.ndarray):
         array = samples

@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from echostream.audio import AudioError, prepare_waveform
-from echostream.encoders.base import ChunkContext
+from echostream.encoders.base import ChunkContext, user_context
 from echostream.frontend.fbank import fbank_step, init_fbank_state
 from echostream.heads.search import (
     AttentionRescoring,
@@ -29,8 +30,15 @@ from echostream.models.checkpoint import (
     load_checkpoint,
     load_released_folder,
 )
-from echostream.runtime import release_free_memory
-from echostream.streaming.longform import CTC_SLICE, AudioInput, LongFormDecoder, frame_seconds
+from echostream.runtime import release_free_memory, resolve_device
+from echostream.streaming.longform import (
+    CTC_SLICE,
+    AudioInput,
+    LongFormDecoder,
+    StreamResult,
+    frame_seconds,
+    token_time_offset,
+)
 from echostream.transcript import Transcript, build_transcript
 
 AudioLike = str | os.PathLike | np.ndarray | tuple[np.ndarray, int]
@@ -81,7 +89,7 @@ class Model:
 
     def __init__(self, bundle: ModelBundle, device: torch.device | str = "cpu") -> None:
         self.bundle = bundle
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         bundle.model.to(self.device).eval()
 
     @property
@@ -132,7 +140,7 @@ class Model:
         keep_log_probs: bool,
         progress: Callable[[float], None] | None,
     ) -> tuple[list[AudioInput | _InputError], list]:
-        context = ChunkContext(chunk=chunk_size, left=left_context, right=right_context)
+        context = user_context(chunk_size, left_context, right_context)
         inputs = self._inputs(audio, sample_rate)
         decoder = LongFormDecoder(
             self.bundle, context, block_seconds=block_seconds, batch_seconds=batch_seconds,
@@ -164,7 +172,9 @@ class Model:
         ``audio`` is a path, an array (with ``sample_rate``), an ``(array, rate)`` pair, or a list of
         them. Chunk and contexts are in encoder frames (80 ms). Up to ``batch_seconds`` of audio are
         encoded per step, ``block_seconds`` per input. An input that cannot be read gets a
-        Transcript with ``error`` set; the others are transcribed all the same.
+        Transcript with ``error`` set; the others are transcribed all the same. An input whose
+        decoding fails part-way keeps the transcript of the audio before the failure, with
+        ``error`` saying where and why it stopped.
 
         ``decoding`` is ``"greedy"`` (the default), ``"prefix_beam"`` (CTC prefix beam search,
         ``beam_size``) or ``"attention_rescoring"`` (the beam's n-best re-ranked by the attention
@@ -175,37 +185,73 @@ class Model:
         gives no tokens without being searched. Tokens, their times and the segments come from the
         best CTC path of each piece's chosen sequence, as greedy ones come from the best path.
         """
+        out: dict[int, Transcript] = {}
+        for index, transcript in self.transcribe_iter(
+            audio, chunk_size=chunk_size, left_context=left_context, right_context=right_context,
+            sample_rate=sample_rate, batch_seconds=batch_seconds, block_seconds=block_seconds,
+            max_silence=max_silence, progress=progress, decoding=decoding, beam_size=beam_size,
+            ctc_weight=ctc_weight, reverse_weight=reverse_weight,
+        ):
+            out[index] = transcript
+        return [out[i] for i in range(len(out))]
+
+    def transcribe_iter(
+        self, audio: AudioLike | Sequence[AudioLike], **options: Any
+    ) -> Iterator[tuple[int, Transcript]]:
+        """As :meth:`transcribe` (same keyword options), but yields ``(index, transcript)`` as
+        each input finishes, so that a caller can keep every result the moment it is made."""
+        for finished in self.transcription_steps(audio, **options):
+            yield from finished
+
+    def transcription_steps(
+        self,
+        audio: AudioLike | Sequence[AudioLike],
+        *,
+        chunk_size: int = DEFAULT_CHUNK,
+        left_context: int = DEFAULT_LEFT,
+        right_context: int = DEFAULT_RIGHT,
+        sample_rate: int | None = None,
+        batch_seconds: float = 300.0,
+        block_seconds: float = 30.0,
+        max_silence: float = 0.5,
+        progress: Callable[[float], None] | None = None,
+        decoding: str = "greedy",
+        beam_size: int = 10,
+        ctc_weight: float = 0.3,
+        reverse_weight: float | None = None,
+    ) -> Iterator[list[tuple[int, Transcript]]]:
+        """:meth:`transcribe` one encoder step at a time: after each step, the ``(index,
+        transcript)`` of the inputs that finished in it (often none). Each step decodes at most
+        ``block_seconds`` of every active input, so a caller can interleave other work."""
         options = DecodingOptions(
             decoding=decoding, beam_size=beam_size, ctc_weight=ctc_weight, reverse_weight=reverse_weight
         )
-        if options.decoding != "greedy":
-            return self._transcribe_search(
-                audio, options,
-                context=ChunkContext(chunk=chunk_size, left=left_context, right=right_context),
-                sample_rate=sample_rate, block_seconds=block_seconds, max_silence=max_silence,
-                progress=progress,
-            )
-        inputs, results = self._decode(
-            audio, chunk_size=chunk_size, left_context=left_context, right_context=right_context,
-            sample_rate=sample_rate, batch_seconds=batch_seconds, block_seconds=block_seconds,
-            keep_log_probs=False, progress=progress,
-        )
+        context = user_context(chunk_size, left_context, right_context)
         seconds = frame_seconds(self.bundle)
-        out = []
-        for item, result in zip(inputs, results):
-            if isinstance(result, _InputError):
-                out.append(Transcript(source=result.source, error=str(result)))
-            elif result.error is not None:
-                out.append(Transcript(source=result.name, error=result.error))
-            else:
-                out.append(
-                    build_transcript(
-                        result.name, result.frame_labels.tolist(), self.bundle.vocab,
-                        frame_seconds=seconds, duration=result.num_samples / self.sample_rate,
-                        blank_id=self.bundle.model.cfg.blank_id, max_silence=max_silence,
-                    )
-                )
-        return out
+        if max_silence < seconds:
+            raise ValueError(f"max_silence must be at least one frame ({seconds} s), got {max_silence}")
+        inputs = self._inputs(audio, sample_rate)
+        failed = [(i, Transcript(source=x.source, error=str(x))) for i, x in enumerate(inputs) if isinstance(x, _InputError)]
+        good = [(i, x) for i, x in enumerate(inputs) if isinstance(x, AudioInput)]
+        if failed:
+            yield failed
+        if options.decoding != "greedy":
+            yield from self._search_steps(good, options, context, block_seconds, max_silence, progress)
+            return
+        decoder = LongFormDecoder(
+            self.bundle, context, block_seconds=block_seconds, batch_seconds=batch_seconds,
+            keep_log_probs=False, device=self.device,
+        )
+        for finished in decoder.steps([x for _, x in good], progress):
+            yield [(good[j][0], self._transcript(result, max_silence)) for j, result in finished]
+
+    def _transcript(self, result: StreamResult, max_silence: float) -> Transcript:
+        return build_transcript(
+            result.name, result.frame_labels.tolist(), self.bundle.vocab,
+            frame_seconds=frame_seconds(self.bundle), duration=result.num_samples / self.sample_rate,
+            blank_id=self.bundle.model.cfg.blank_id, max_silence=max_silence, error=result.error,
+            time_offset=token_time_offset(self.bundle),
+        )
 
     def search_strategy(self, options: DecodingOptions) -> SearchStrategy:
         """The strategy that decodes one utterance (or piece) as ``options`` say.
@@ -233,34 +279,28 @@ class Model:
             )
         return CTCGreedySearch(blank_id=cfg.blank_id)
 
-    def _transcribe_search(
+    def _search_steps(
         self,
-        audio: AudioLike | Sequence[AudioLike],
+        inputs: list[tuple[int, AudioInput]],
         options: DecodingOptions,
-        *,
         context: ChunkContext,
-        sample_rate: int | None,
         block_seconds: float,
         max_silence: float,
         progress: Callable[[float], None] | None,
-    ) -> list[Transcript]:
+    ) -> Iterator[list[tuple[int, Transcript]]]:
         """Beam decodings: each input encoded block by block with carried state, searched per piece."""
-        seconds = frame_seconds(self.bundle)
-        if max_silence < seconds:
-            raise ValueError(f"max_silence must be at least one frame ({seconds} s), got {max_silence}")
         if block_seconds <= 0:
             raise ValueError(f"block_seconds must be positive, got {block_seconds}")
         strategy = self.search_strategy(options)
-        out = []
-        for item in self._inputs(audio, sample_rate):
-            if isinstance(item, _InputError):
-                out.append(Transcript(source=item.source, error=str(item)))
-                continue
-            try:
-                out.append(self._search_one(item, strategy, context, block_seconds, max_silence, progress))
-            except AudioError as err:
-                out.append(Transcript(source=item.name, error=str(err)))
-        return out
+        for index, item in inputs:
+            search = self._search_one(item, strategy, context, block_seconds, max_silence, progress)
+            while True:
+                try:
+                    next(search)
+                except StopIteration as done:
+                    yield [(index, done.value)]
+                    break
+                yield []
 
     def _search_one(
         self,
@@ -270,16 +310,22 @@ class Model:
         block_seconds: float,
         max_silence: float,
         progress: Callable[[float], None] | None,
-    ) -> Transcript:
+    ) -> Generator[None, None, Transcript]:
+        """Decode one input, yielding after each block; returns its transcript (with ``error``
+        set, and what was decoded before, if reading failed)."""
         model, rate = self.bundle.model, self.sample_rate
         blank = model.cfg.blank_id
         seconds = frame_seconds(self.bundle)
         silence_frames = math.floor(max_silence / seconds + 1e-6)
         max_frames = max(1, round(MAX_PIECE_SECONDS / seconds))
-        blocks = source.blocks(block_seconds, rate)
-        block = next(blocks, None)
+        try:
+            blocks = source.blocks(block_seconds, rate)
+            block = next(blocks, None)
+        except AudioError as err:
+            return Transcript(source=source.name, error=str(err))
         if block is None:
-            raise AudioError(f"{source.name}: no audio samples")
+            return Transcript(source=source.name, error=f"{source.name}: no audio samples")
+        error: str | None = None
         state = model.encoder.init_state(1, context, self.device)
         fbank = init_fbank_state()
         # frames encoded but not yet decoded: encoder output (P, D), CTC log-probs (P, V), best labels
@@ -302,7 +348,10 @@ class Model:
 
         with torch.inference_mode():
             while block is not None:
-                following = next(blocks, None)
+                try:
+                    following = next(blocks, None)
+                except AudioError as err:  # this block becomes the last one
+                    following, error = None, str(err)
                 feats, fbank = fbank_step(block, fbank, self.bundle.fbank)
                 num_samples += len(block)
                 x = torch.from_numpy(feats).unsqueeze(0).to(self.device)  # (1, T, F)
@@ -323,6 +372,7 @@ class Model:
                 if progress is not None:
                     progress(len(block) / rate)
                 block = following
+                yield
             if labels:
                 decode(len(labels))
         frame_labels = [blank] * start  # the best CTC paths of the decoded sequences
@@ -330,7 +380,8 @@ class Model:
             frame_labels[first : last + 1] = [token] * (last + 1 - first)
         return build_transcript(
             source.name, frame_labels, self.bundle.vocab, frame_seconds=seconds,
-            duration=num_samples / rate, blank_id=blank, max_silence=max_silence,
+            duration=num_samples / rate, blank_id=blank, max_silence=max_silence, error=error,
+            time_offset=token_time_offset(self.bundle),
         )
 
     def ctc_log_probs(
@@ -371,21 +422,62 @@ def _download(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id=repo_id))
     except Exception as err:  # noqa: BLE001 - network and hub errors come in many types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{repo_id}: cannot download from the Hugging Face Hub ({first})") from None
+        raise CheckpointError(
+            f"{repo_id}: not a local file or folder, and not downloadable from the Hugging Face Hub ({first})"
+        ) from None
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> Model:
-    """Load a model: an echostream checkpoint file, a released ChunkFormer folder, or a Hugging
-    Face repository id (downloaded with ``huggingface_hub``)."""
-    p = Path(path)
+BUNDLED_DIR = Path(__file__).resolve().parent / "assets"
+BUNDLED_MODELS = {"default": "default_model"}
+"""Models that ship inside the package: name -> folder under ``assets/``."""
+
+
+def bundled_models() -> dict[str, Path]:
+    """The bundled models of this build, by name (``load_model(name)`` loads them)."""
+    out = {}
+    for name, folder in BUNDLED_MODELS.items():
+        path = BUNDLED_DIR / folder
+        if (path / "model.pt").is_file() or (path / "config.yaml").is_file():
+            out[name] = path
+    return out
+
+
+def _is_repo_id(text: str) -> bool:
+    """``owner/name`` that is not a local path: neither it nor its first component exists here,
+    and it is not spelled as a path (``./x``, ``/x``, ``~``, ``x.pt``)."""
+    if text.startswith("hf:"):
+        return True
+    if not _REPO_ID.match(text) or text.startswith((".", "/", "~")) or text.endswith((".pt", ".bin")):
+        return False
+    return not Path(text.split("/")[0]).exists()
+
+
+def load_model(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> Model:
+    """Load a model: a bundled model by name (``"default"``, also when ``path`` is None), an
+    echostream checkpoint file, a released ChunkFormer/WeNet folder, or a Hugging Face repository
+    id (``owner/name`` or ``hf:owner/name``, downloaded with ``huggingface_hub``).
+
+    A local path wins over a bundled name; a missing local path is reported as missing, never
+    tried on the Hub (a name is a repo id only if its first component is not a local folder).
+    """
+    device = resolve_device(device)
+    if path is None:
+        path = "default"
+    text = os.fspath(path)
+    p = Path(text).expanduser()
+    if not p.exists():
+        bundled = bundled_models()
+        if text in bundled:
+            p = bundled[text]
+        elif _is_repo_id(text):
+            return Model(load_released_folder(_download(text.removeprefix("hf:"))), device)
+        else:
+            names = ", ".join(sorted(bundled)) or "none in this build"
+            raise CheckpointError(f"{text}: no such model file or folder (bundled models: {names})")
     if p.is_dir():
         if (p / "config.yaml").is_file():
             return Model(load_released_folder(p), device)
         if (p / "model.pt").is_file():
             return Model(load_checkpoint(p / "model.pt"), device)
         raise CheckpointError(f"{p}: not a model folder (no config.yaml or model.pt)")
-    if p.is_file():
-        return Model(load_checkpoint(p), device)
-    if _REPO_ID.match(os.fspath(path)) and not os.fspath(path).startswith((".", "/")):
-        return Model(load_released_folder(_download(os.fspath(path))), device)
-    raise CheckpointError(f"{p}: no such model file or folder")
+    return Model(load_checkpoint(p), device)

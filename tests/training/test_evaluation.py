@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from echostream import load_model
 from echostream.cli.main import main
-from echostream.data.manifest import read_manifest, write_manifest
-from echostream.text.normalize import DEFAULT_NORMALIZER
+from echostream.data.manifest import Utterance, read_manifest, write_manifest
 from echostream.training.evaluation import ErrorCounts, char_errors, evaluate, group_of, word_errors
 from model_folders import FIXTURE_MODEL
 
@@ -38,21 +38,31 @@ def test_group_of_takes_the_prefix(corpus) -> None:  # type: ignore[no-untyped-d
         group_of(corpus.rows[0], "text")
 
 
-@needs_model
-def test_eval_of_the_models_own_output_is_perfect(corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """References set to what the model transcribes (segments decoded as arrays): WER 0."""
-    model = load_model(FIXTURE_MODEL)
-    rows = read_manifest(corpus.train)
-    first = evaluate(
-        model, rows, chunk_size=16, left_context=32, right_context=16, normalizer=DEFAULT_NORMALIZER
-    )
-    assert len(first.utterances) == len(rows) and not first.failed
-    hyps = {u.id: u.hypothesis for u in first.utterances}
-    own = [replace(r, text=hyps[r.id]) for r in rows if hyps[r.id]]
-    again = evaluate(
-        model, own, chunk_size=16, left_context=32, right_context=16, normalizer=DEFAULT_NORMALIZER
-    )
-    assert again.words.errors == 0 and again.chars.errors == 0 and again.words.reference_length > 0
+def test_eval_of_the_bundled_model_on_the_samples_counts_known_edits(tmp_path: Path) -> None:
+    """The bundled model on the three samples, scored against references with known edits made
+    to its own output (a word deleted, one substituted, one inserted): exactly those counts, for
+    each utterance and in total."""
+    model = load_model("default")
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    files = sorted(samples.glob("*.wav"))
+    rows = [Utterance(id=f.stem, audio=str(f), text="x", duration=sf.info(f).duration) for f in files]
+    hypotheses = [model.transcribe(f, chunk_size=16, left_context=32, right_context=16)[0].text for f in files]
+    assert all(len(h.split()) >= 4 for h in hypotheses)
+    references = []
+    for i, hyp in enumerate(hypotheses):
+        words = hyp.split()
+        if i == 0:
+            words = words[1:]  # the hypothesis has one word the reference lacks: an insertion
+        elif i == 1:
+            words[2] = "zebra"  # a substitution
+        else:
+            words.insert(1, "quietly")  # the hypothesis lacks it: a deletion
+        references.append(" ".join(words))
+    report = evaluate(model, [replace(r, text=ref) for r, ref in zip(rows, references)],
+                      chunk_size=16, left_context=32, right_context=16, normalizer=None)
+    edits = [(u.words.insertions, u.words.substitutions, u.words.deletions) for u in report.utterances]
+    assert edits == [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    assert report.words.errors == 3 and report.words.reference_length == sum(len(r.split()) for r in references)
 
 
 @needs_model

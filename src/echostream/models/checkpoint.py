@@ -16,11 +16,13 @@ weights come from ``model_conf`` (missing keys take the reference's defaults).
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -212,6 +214,21 @@ def _value(
     return kind(value)
 
 
+def _released_cmvn_file(folder: Path) -> Path | None:
+    """The CMVN statistics file a released config names, or None for ``cmvn: null``.
+
+    WeNet configs name it in ``cmvn_conf.cmvn_file`` (a training path: only its file name is
+    looked for in the folder); ``cmvn: null`` means features are not normalised. A config that
+    says nothing about CMVN uses the folder's ``global_cmvn``, as released ChunkFormer folders do.
+    """
+    conf = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    if "cmvn" in conf and conf["cmvn"] is None:
+        return None
+    cmvn_conf = conf.get("cmvn_conf")
+    name = cmvn_conf.get("cmvn_file") if isinstance(cmvn_conf, dict) else None
+    return folder / (Path(name).name if isinstance(name, str) and name else "global_cmvn")
+
+
 def _released_config(folder: Path) -> tuple[ASRModelConfig, FbankConfig]:
     path = folder / "config.yaml"
     try:
@@ -384,13 +401,31 @@ def _check_and_load(
 
 
 def _read_state_dict(path: Path) -> dict[str, Any]:
+    """A torch file's dict, loaded with ``weights_only=True``; every failure is one line of ours."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with path.open("rb") as f:
+            magic = f.read(4)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint file not found") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror})") from None
+    if not magic:
+        raise CheckpointError(f"{path}: the checkpoint file is empty (0 bytes)")
+    if not (magic.startswith(b"PK") or magic[:1] == b"\x80"):  # a zip archive, or a legacy pickle
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise CheckpointError(
+                f"{path}: holds Python objects other than tensors and plain containers "
+                "(echostream loads weights only and never runs code from a checkpoint)"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (bad pickle data)") from None
     except Exception as err:  # noqa: BLE001 - torch raises many types for a corrupt file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+        if "zip archive" in str(err) or "central directory" in str(err):
+            raise CheckpointError(f"{path}: a damaged or truncated PyTorch checkpoint (its zip archive cannot be read)") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state
@@ -418,13 +453,20 @@ def load_released_folder(folder: str | Path) -> ModelBundle:
     converted, skipped = _convert_released_weights(state, model, str(weights))
     cmvn_names = ("encoder.global_cmvn.mean", "encoder.global_cmvn.istd")
     if not all(n in converted for n in cmvn_names):
-        cmvn_file = folder / "global_cmvn"
-        if not cmvn_file.is_file():
-            raise CheckpointError(f"{folder}: no CMVN: neither global_cmvn nor encoder.global_cmvn.* tensors")
-        try:
-            mean, istd = read_cmvn(cmvn_file)
-        except CMVNError as err:
-            raise CheckpointError(str(err)) from None
+        cmvn_file = _released_cmvn_file(folder)
+        dim = model_cfg.encoder.input_dim
+        if cmvn_file is None:  # cmvn: null - features are used as they are (the identity)
+            mean, istd = np.zeros(dim, np.float32), np.ones(dim, np.float32)
+        elif not cmvn_file.is_file():
+            raise CheckpointError(
+                f"{folder}: no CMVN: config.yaml names {cmvn_file.name}, which is not in the folder, "
+                "and the weights hold no encoder.global_cmvn.* tensors (set cmvn: null for none)"
+            )
+        else:
+            try:
+                mean, istd = read_cmvn(cmvn_file)
+            except CMVNError as err:
+                raise CheckpointError(str(err)) from None
         converted[cmvn_names[0]] = torch.from_numpy(mean)
         converted[cmvn_names[1]] = torch.from_numpy(istd)
     _check_and_load(model, converted, str(weights), released=True)

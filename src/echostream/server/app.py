@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import re
 import socket
 import tempfile
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,14 +33,20 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
+from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import PayloadTooBig
+from websockets.frames import Frame, Opcode
 
+from echostream.encoders.base import ChunkContext, user_context
 from echostream.model import Model
 from echostream.server import protocol
-from echostream.server.batcher import Batcher, CloseRequest, Reply, Session
+from echostream.server.batcher import FILE_BLOCK_SECONDS, Batcher, CloseRequest, Reply, Session
 from echostream.server.protocol import CloseCode, EndSignal, ProtocolError
 from echostream.streaming.recognizer import Recognizer
 from echostream.transcript import Transcript
+from echostream.transcript import to_dict as transcript_dict
 
 log = logging.getLogger("echostream.server")
 
@@ -54,9 +58,11 @@ _UNSAFE = re.compile(r"[^\w.-]+")
 class ServerConfig:
     """Where the server listens, how it decodes and what it allows.
 
-    Chunk and contexts are in encoder frames (80 ms); they apply to streams and to ``/transcribe``
-    alike, so both give the same text. ``idle_timeout`` is the longest wait (s) for a client's next
-    message before its ``end`` signal. ``max_batch`` bounds the streams decoded in one step.
+    Chunk and contexts are in encoder frames (80 ms); they apply to streams and, unless a request
+    names its own (query parameters), to ``/transcribe``, so both give the same text.
+    ``idle_timeout`` is the longest wait (s) for a client's next message before its ``end``
+    signal. ``max_batch`` bounds the streams decoded in one step. ``max_upload_bytes`` bounds a
+    ``/transcribe`` body (larger: 413).
     """
 
     host: str = "127.0.0.1"
@@ -68,14 +74,19 @@ class ServerConfig:
     max_message_bytes: int = 1 << 20
     idle_timeout: float = 30.0
     max_batch: int = 32
+    max_upload_bytes: int = 200_000_000
 
     def __post_init__(self) -> None:
-        for name in ("chunk_size", "max_connections", "max_message_bytes", "max_batch"):
+        for name in ("chunk_size", "max_connections", "max_message_bytes", "max_batch", "max_upload_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerConfig.{name} must be at least 1, got {getattr(self, name)}")
         for name in ("left_context", "right_context", "port"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ServerConfig.{name} must not be negative, got {getattr(self, name)}")
+        try:
+            user_context(self.chunk_size, self.left_context, self.right_context)
+        except ValueError as err:
+            raise ValueError(f"ServerConfig.{err}") from None
         if not self.idle_timeout > 0:
             raise ValueError(f"ServerConfig.idle_timeout must be positive, got {self.idle_timeout}")
 
@@ -196,7 +207,6 @@ class _Server:
         )
         self.batcher: Batcher | None = None
         self.connections = 0
-        self._transcriber = ThreadPoolExecutor(max_workers=1, thread_name_prefix="echostream-transcribe")
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -209,7 +219,6 @@ class _Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             self.batcher.shutdown()
-            self._transcriber.shutdown(wait=False, cancel_futures=True)
 
     # ----------------------------------------------------------------------------- WebSocket
 
@@ -252,40 +261,69 @@ class _Server:
     # ---------------------------------------------------------------------------------- HTTP
 
     async def transcribe(self, request: Request) -> JSONResponse:
+        """A whole file, decoded by the batching worker between stream steps (see the batcher)."""
+        assert self.batcher is not None, "the lifespan starts the batcher"
+        try:
+            context = self._request_context(request)
+        except ValueError as err:
+            return _bad_request(str(err))
+        limit = self.config.max_upload_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return _too_large(int(declared), limit)
+        limited = Request(request.scope, _limited_receive(request, limit))
         with tempfile.TemporaryDirectory(prefix="echostream-upload-") as tmp:
-            if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                async with request.form() as form:
-                    upload = form.get("file")
-                    if not isinstance(upload, UploadFile):
-                        return _bad_request("multipart upload has no 'file' field")
-                    name = upload.filename or "upload"
+            try:
+                if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                    async with limited.form() as form:
+                        upload = form.get("file")
+                        if not isinstance(upload, UploadFile):
+                            return _bad_request("multipart upload has no 'file' field")
+                        name = upload.filename or "upload"
+                        path = Path(tmp) / _safe_name(name)
+                        with path.open("wb") as f:
+                            while chunk := await upload.read(1 << 20):
+                                f.write(chunk)
+                else:
+                    name = request.query_params.get("filename") or "upload"
                     path = Path(tmp) / _safe_name(name)
                     with path.open("wb") as f:
-                        while chunk := await upload.read(1 << 20):
+                        async for chunk in limited.stream():
                             f.write(chunk)
-            else:
-                name = request.query_params.get("filename") or "upload"
-                path = Path(tmp) / _safe_name(name)
-                with path.open("wb") as f:
-                    async for chunk in request.stream():
-                        f.write(chunk)
+            except _TooLarge as err:
+                return _too_large(err.size, limit)
             if path.stat().st_size == 0:
                 return _bad_request(f"{name}: empty upload")
-            cfg = self.config
-            run = functools.partial(
-                self.model.transcribe, str(path), chunk_size=cfg.chunk_size,
-                left_context=cfg.left_context, right_context=cfg.right_context,
+            steps = self.model.transcription_steps(
+                str(path), chunk_size=context.chunk, left_context=context.left, right_context=context.right,
+                block_seconds=FILE_BLOCK_SECONDS, batch_seconds=FILE_BLOCK_SECONDS,
             )
             try:
-                (transcript,) = await asyncio.get_running_loop().run_in_executor(self._transcriber, run)
+                transcript = await self.batcher.submit(steps)
             except Exception:  # reported as a 500, logged with its traceback
                 log.exception("transcribing %s failed", name)
                 return JSONResponse({"error": "internal server error"}, status_code=500)
-        if transcript.error is not None:
+        if transcript.error is not None and not transcript.text:
             message = transcript.error.replace(str(path), name)
             log.info("transcribe %s rejected: %s", name, message)
             return _bad_request(message)
-        return JSONResponse(_transcript_json(transcript))
+        body = _transcript_json(transcript)
+        body["settings"] = {"chunk_size": context.chunk, "left_context": context.left, "right_context": context.right}
+        if transcript.error is not None:  # decoded part-way: what was decoded, and why it stopped
+            body["error"] = transcript.error.replace(str(path), name)
+        return JSONResponse(body)
+
+    def _request_context(self, request: Request) -> ChunkContext:
+        """The chunk/context of a request: its query parameters, else the server's settings."""
+        cfg = self.config
+        values = {"chunk_size": cfg.chunk_size, "left_context": cfg.left_context, "right_context": cfg.right_context}
+        for name in values:
+            given = request.query_params.get(name)
+            if given is not None:
+                if not given.lstrip("-").isdigit():
+                    raise ValueError(f"{name} must be an integer, got {given!r}")
+                values[name] = int(given)
+        return user_context(values["chunk_size"], values["left_context"], values["right_context"])
 
     async def healthz(self) -> dict[str, Any]:
         streams = len(self.batcher.sessions) if self.batcher is not None else 0
@@ -296,17 +334,45 @@ def _bad_request(message: str) -> JSONResponse:
     return JSONResponse({"error": protocol.failed(message)["message"]}, status_code=400)
 
 
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _too_large(size: int, limit: int) -> JSONResponse:
+    return JSONResponse(
+        {"error": f"upload of {size} bytes or more exceeds the limit of {limit} bytes (--max-upload-mb)"},
+        status_code=413,
+    )
+
+
+def _limited_receive(request: Request, limit: int) -> Callable[[], Awaitable[Message]]:
+    """The request's ``receive``, raising _TooLarge once the body passes ``limit`` bytes."""
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _TooLarge(received)
+        return message
+
+    return receive
+
+
 def _safe_name(name: str) -> str:
     """A file name for an upload that keeps its extension (decoders look at it)."""
     return _UNSAFE.sub("_", Path(name).name)[-100:].lstrip(".") or "upload"
 
 
 def _transcript_json(t: Transcript) -> dict[str, Any]:
-    return {
-        "text": t.text,
-        "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text} for s in t.segments],
-        "duration": round(t.duration, 3),
-    }
+    body = transcript_dict(t)
+    del body["source"], body["tokens"]
+    body.pop("error", None)
+    return body
 
 
 def create_app(model: Model, config: ServerConfig, *, model_name: str = "model") -> FastAPI:
@@ -326,17 +392,37 @@ def create_app(model: Model, config: ServerConfig, *, model_name: str = "model")
     return app
 
 
+class _WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, answering an oversized message as the app does.
+
+    The WebSocket layer refuses a message over ``ws_max_size`` before the application sees it and
+    queues a 1009 close; this sends the protocol's ``failed`` reply ahead of that close frame.
+    """
+
+    message_limit = 0  # the application's limit (bytes), set by build_server
+
+    def handle_parser_exception(self) -> None:
+        error = self.conn.parser_exc
+        if isinstance(error, PayloadTooBig) and not self.close_sent:
+            size = f" of over {error.size} bytes" if error.size is not None else ""
+            reply = protocol.failed(f"message{size} exceeds the limit of {self.message_limit} bytes")
+            frame = Frame(Opcode.TEXT, json.dumps(reply).encode("utf-8"))
+            self.transport.write(frame.serialize(mask=False, extensions=self.conn.extensions))
+        super().handle_parser_exception()
+
+
 def build_server(model: Model, config: ServerConfig, *, model_name: str = "model",
                  configure_logging: bool = False) -> uvicorn.Server:
     """A uvicorn server for :func:`create_app`; start it with ``.run(sockets=[...])``.
 
     Messages up to ``max_message_bytes`` reach the application, which answers larger ones with a
-    ``failed`` reply; the WebSocket layer itself drops (close code 1009, no reply) messages over
-    four times the limit, so that a huge message is never buffered whole.
+    ``failed`` reply and close code 1009; the WebSocket layer itself cuts off messages over four
+    times the limit, so that a huge message is never buffered whole, with the same reply.
     """
     app = create_app(model, config, model_name=model_name)
+    ws_protocol = type("WebSocketProtocol", (_WebSocketProtocol,), {"message_limit": config.max_message_bytes})
     uv_config = uvicorn.Config(
-        app, host=config.host, port=config.port, ws="websockets-sansio",
+        app, host=config.host, port=config.port, ws=ws_protocol,
         ws_max_size=4 * config.max_message_bytes, log_config=uvicorn.config.LOGGING_CONFIG if configure_logging else None,
         timeout_graceful_shutdown=5, lifespan="on",
     )

@@ -17,6 +17,11 @@ One step (:meth:`Batcher._step`, in the worker thread):
 
 Then, on the event loop, the replies go into the sessions' outboxes, and the next step starts at
 once while any session has audio or a ready stream, or when a connection brings more.
+
+Whole files (``POST /transcribe``) are :class:`FileJob` s decoded by the same worker, at a lower
+priority: a job advances by one long-form step (``FILE_BLOCK_SECONDS`` of audio) only in a step
+where no stream is ready, so uploads use the time live streams leave and never hold a live stream
+up by more than one such step. Under a load that keeps streams ready all the time, uploads wait.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,9 +40,12 @@ from echostream.nn.subsampling import RATE
 from echostream.runtime import release_free_memory
 from echostream.server import protocol
 from echostream.streaming.recognizer import Recognizer, Stream, StreamResult
+from echostream.transcript import Transcript
 
 MAX_PENDING_SECONDS = 10.0
 """A connection stops reading once this much of its audio waits in the inbox (backpressure)."""
+FILE_BLOCK_SECONDS = 2.0
+"""Audio of an uploaded file decoded in one step (the longest a ready stream waits for a job)."""
 
 log = logging.getLogger("echostream.server")
 
@@ -92,10 +101,21 @@ class _Feed:
     finish: bool
 
 
+@dataclass(eq=False)
+class FileJob:
+    """A whole file to transcribe between stream steps; ``future`` gets its Transcript."""
+
+    steps: Iterator[list[tuple[int, Transcript]]]  # Model.transcription_steps of one input
+    future: asyncio.Future[Transcript]
+    result: Transcript | None = None  # worker side
+    error: Exception | None = None
+
+
 @dataclass
 class _StepOutcome:
     replies: list[tuple[Session, list[Reply]]]
     more: bool  # some stream is still ready
+    job_done: FileJob | None = None
 
 
 class Batcher:
@@ -111,6 +131,7 @@ class Batcher:
         self.recognizer = recognizer
         self.max_batch = max_batch
         self.sessions: list[Session] = []
+        self.jobs: deque[FileJob] = deque()
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="echostream-decode")
         self._steps = 0
@@ -148,6 +169,18 @@ class Batcher:
         if session in self.sessions:
             self.sessions.remove(session)
 
+    def submit(self, steps: Iterator[list[tuple[int, Transcript]]]) -> asyncio.Future[Transcript]:
+        """Queue a whole-file transcription (``Model.transcription_steps`` of one input)."""
+        job = FileJob(steps, asyncio.get_running_loop().create_future())
+        self.jobs.append(job)
+        job.future.add_done_callback(lambda _: self._drop(job))
+        self._wake.set()
+        return job.future
+
+    def _drop(self, job: FileJob) -> None:
+        if job in self.jobs:  # cancelled: the client went away
+            self.jobs.remove(job)
+
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -161,10 +194,11 @@ class Batcher:
             self._wake.clear()
             feeds = self._take_feeds()
             sessions = [s for s in self.sessions if not s.done]
-            if not sessions:
+            job = self.jobs[0] if self.jobs else None
+            if not sessions and job is None:
                 continue
             try:
-                outcome = await loop.run_in_executor(self._executor, self._step, feeds, sessions)
+                outcome = await loop.run_in_executor(self._executor, self._step, feeds, sessions, job)
             except Exception as err:  # one failed step must not stop the server
                 log.exception("decoding step failed")
                 outcome = _StepOutcome([(s, [CloseRequest(protocol.CloseCode.INTERNAL, f"decoding failed: {err}")])
@@ -176,7 +210,16 @@ class Batcher:
                     continue
                 for reply in replies:
                     session.outbox.put_nowait(reply)
-            if outcome.more or any(not s.done and (s.inbox or s.end_requested) for s in self.sessions):
+            finished = outcome.job_done
+            if finished is not None:
+                self._drop(finished)
+                if not finished.future.done():
+                    if finished.error is not None:
+                        finished.future.set_exception(finished.error)
+                    else:
+                        assert finished.result is not None
+                        finished.future.set_result(finished.result)
+            if outcome.more or self.jobs or any(not s.done and (s.inbox or s.end_requested) for s in self.sessions):
                 self._wake.set()
 
     def _take_feeds(self) -> list[_Feed]:
@@ -204,8 +247,9 @@ class Batcher:
                 session.room.set()
         return feeds
 
-    def _step(self, feeds: list[_Feed], sessions: list[Session]) -> _StepOutcome:
-        """One decoding step; runs in the worker thread."""
+    def _step(self, feeds: list[_Feed], sessions: list[Session], job: FileJob | None = None) -> _StepOutcome:
+        """One decoding step; runs in the worker thread. Streams first; ``job`` advances only if
+        no stream was ready."""
         rec = self.recognizer
         failed: list[tuple[Session, list[Reply]]] = []
         for feed in feeds:
@@ -235,7 +279,25 @@ class Batcher:
             session.last_step = self._steps
             replies.append((session, self._replies(session)))
         more = waiting or any(not s.done and rec.is_ready(s.stream) for s in batch)
-        return _StepOutcome(replies, more)
+        done = None
+        if not ready and job is not None and self._advance(job):
+            done = job
+        return _StepOutcome(replies, more, done)
+
+    @staticmethod
+    def _advance(job: FileJob) -> bool:
+        """One step of a file job; True when it has finished (with a result or an error)."""
+        try:
+            for finished in next(job.steps):
+                job.result = finished[1]
+        except StopIteration:
+            if job.result is None:
+                job.error = RuntimeError("the transcription ended without a result")
+            return True
+        except Exception as err:  # noqa: BLE001 - reported to the request, logged there
+            job.error = err
+            return True
+        return job.result is not None
 
     def _decode(self, batch: list[Session]) -> tuple[list[Session], list[tuple[Session, Exception]]]:
         """Decode ``batch`` in one step; if that fails, each stream alone, so that only the

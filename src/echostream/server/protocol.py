@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from echostream.text.vocab import WORD_BOUNDARY
-from echostream.transcript import Token
+from echostream.transcript import Token, words_of
 
 SAMPLE_RATES = (8000, 16000)
 """The PCM rates a client may announce (Hz)."""
@@ -116,38 +115,13 @@ class WordPiece:
 
 
 def word_pieces(tokens: list[Token], frame_seconds: float) -> list[WordPiece]:
-    """Words of a token sequence, split as :meth:`Vocabulary.decode` splits text (at ``▁``).
-
-    A word starts at its first token's time. It ends at the time of the token after its last one,
-    but no later than one frame (``frame_seconds``) after that last token, so that a pause does
-    not count as part of the word before it.
+    """Words of a token sequence (:func:`echostream.transcript.words_of`) in milliseconds.
 
     >>> toks = [Token("\u2581he", 0.0), Token("llo", 0.16), Token("\u2581world", 0.4), Token("s", 1.2)]
     >>> [(w.word, w.start, w.end) for w in word_pieces(toks, 0.08)]
     [('hello', 0, 240), ('worlds', 400, 1280)]
     """
-    words: list[list[Any]] = []  # [text, start_s, index of the last token]
-    new_word = True
-    for i, (token, time) in enumerate(tokens):
-        piece = token.replace(WORD_BOUNDARY, " ")
-        if piece.startswith(" "):
-            new_word = True
-        for j, part in enumerate(piece.split()):
-            if new_word or j > 0 or not words:
-                words.append([part, time, i])
-            else:
-                words[-1][0] += part
-                words[-1][2] = i
-            new_word = False
-        if piece.endswith(" ") and piece.strip():
-            new_word = True
-    out = []
-    for text, start, last in words:
-        end = tokens[last].time + frame_seconds
-        if last + 1 < len(tokens):
-            end = min(end, tokens[last + 1].time)
-        out.append(WordPiece(text, round(start * 1000), round(end * 1000)))
-    return out
+    return [WordPiece(w.word, round(w.start * 1000), round(w.end * 1000)) for w in words_of(tokens, frame_seconds)]
 
 
 def _nbest(entry: dict[str, Any]) -> str:

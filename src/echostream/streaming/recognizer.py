@@ -47,14 +47,15 @@ import soxr
 import torch
 
 from echostream.audio import AudioError, check_sample_rate, normalize_samples
-from echostream.encoders.base import ChunkContext
+from echostream.encoders.base import user_context
 from echostream.encoders.chunkformer import ChunkFormerState, stack_states
 from echostream.frontend.fbank import FbankConfig, FbankState, fbank_step, init_fbank_state
 from echostream.heads.ctc import collapse_ctc
 from echostream.model import Model
 from echostream.nn.subsampling import RATE
+from echostream.streaming.longform import token_time_offset
 from echostream.text.vocab import Vocabulary
-from echostream.transcript import Token
+from echostream.transcript import Token, token_time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,9 +111,11 @@ class Stream:
     """
 
     def __init__(
-        self, state: ChunkFormerState, fbank: FbankConfig, vocab: Vocabulary, blank_id: int
+        self, state: ChunkFormerState, fbank: FbankConfig, vocab: Vocabulary, blank_id: int,
+        time_offset: float = 0.0,
     ) -> None:
         self._fbank_cfg = fbank
+        self._time_offset = time_offset
         self._vocab = vocab
         self._blank_id = blank_id
         self._frame_seconds = fbank.frame_shift_ms * RATE / 1000.0
@@ -220,7 +223,7 @@ class Stream:
     def _result(self, labels: list[int], stable: list[int], is_final: bool) -> StreamResult:
         both = collapse_ctc(labels, self._blank_id, self.segment_start, self.label_before)
         tokens = [
-            Token(self._vocab.token(t), f * self._frame_seconds)
+            Token(self._vocab.token(t), token_time(f, self._frame_seconds, self._time_offset))
             for t, f in zip(both.tokens, both.token_frames)
         ]
         stable_tokens = collapse_ctc(stable, self._blank_id, self.segment_start, self.label_before).tokens
@@ -267,7 +270,7 @@ class Recognizer:
         keep_log_probs: bool = False,
     ) -> None:
         self.model = model
-        self.context = ChunkContext(chunk=chunk_size, left=left_context, right=right_context)
+        self.context = user_context(chunk_size, left_context, right_context)
         self.endpoint = endpoint if endpoint is not None else EndpointConfig()
         self.provisional_tail = provisional_tail
         self.keep_log_probs = keep_log_probs
@@ -285,7 +288,7 @@ class Recognizer:
     def create_stream(self) -> Stream:
         bundle = self.model.bundle
         state = bundle.model.encoder.init_state(1, self.context, self.model.device)
-        return Stream(state, bundle.fbank, bundle.vocab, bundle.model.cfg.blank_id)
+        return Stream(state, bundle.fbank, bundle.vocab, bundle.model.cfg.blank_id, token_time_offset(bundle))
 
     def is_ready(self, stream: Stream) -> bool:
         """True when the stream has a chunk's worth of new audio, or its final flush is due."""

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from echostream.config import ConfigError, from_dict, load_yaml, to_dict
-from echostream.encoders.base import ChunkContext
+from echostream.encoders.base import ChunkContext, user_context
 from echostream.encoders.chunkformer import ChunkFormerConfig
 from echostream.frontend.fbank import FbankConfig
 from echostream.frontend.specaugment import SpecAugmentConfig
@@ -144,11 +144,11 @@ class ValidationConfig:
             )
         if self.max_batch_seconds <= 0:
             raise ValueError("validation.max_batch_seconds must be positive")
-        ChunkContext(chunk=self.chunk_size, left=self.left_context, right=self.right_context)  # checks
+        user_context(self.chunk_size, self.left_context, self.right_context)  # checks
 
     @property
     def context(self) -> ChunkContext:
-        return ChunkContext(chunk=self.chunk_size, left=self.left_context, right=self.right_context)
+        return user_context(self.chunk_size, self.left_context, self.right_context)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from echostream.encoders.base import ChunkContext
 from echostream.models.asr import ASRModel
+from echostream.runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,7 @@ def training_device(choice: str, env: DistributedEnv) -> torch.device:
     """``auto``: this rank's GPU when there is one, else the CPU; or ``cpu`` / ``cuda``."""
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but torch sees no GPU")
+    resolve_device("cuda")  # a one-line DeviceError when there is none
     return torch.device("cuda", env.local_rank % torch.cuda.device_count())
 
 

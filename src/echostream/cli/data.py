@@ -1,0 +1,142 @@
+"""``echostream manifest``, ``tokenizer`` and ``synth``: training data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from echostream.cli.common import CLIError, parser_of, report_problems
+
+
+def add_manifest_parser(sub: argparse._SubParsersAction) -> None:
+    p = parser_of(sub, "manifest", help="import, check and clean utterance manifests (JSONL)")
+    verbs = p.add_subparsers(dest="manifest_command", required=True)
+    kaldi = parser_of(verbs, "import-kaldi", help="a Kaldi data folder (wav.scp, text, [utt2spk, segments])")
+    kaldi.add_argument("folder", help="the Kaldi data folder")
+    kaldi.add_argument("--out", required=True, help="manifest to write (JSONL)")
+    kaldi.add_argument("--audio-root", help="relative wav.scp paths are relative to this (default: current dir)")
+    kaldi.add_argument("--language", help="language code for every row")
+    folder = parser_of(verbs, "import-folder", help="a folder tree of X.wav (or X.flac) + X.txt pairs")
+    folder.add_argument("folder", help="the folder tree to import")
+    folder.add_argument("--out", required=True, help="manifest to write (JSONL)")
+    folder.add_argument("--language", help="language code for every row")
+    check = parser_of(verbs, "validate", help="check rows against their audio; exit 1 if any row is bad")
+    check.add_argument("manifest", help="manifest to check (JSONL)")
+    check.add_argument("--out", help="write the good rows to this manifest")
+    check.add_argument("--tolerance", type=float, default=0.1, help="seconds a duration may be off")
+    check.add_argument("--decode", action="store_true", help="decode every file in full, not just its header")
+
+
+def add_tokenizer_parser(sub: argparse._SubParsersAction) -> None:
+    p = parser_of(sub, "tokenizer", help="train tokenizers (vocab.txt in the released ChunkFormer layout)")
+    verbs = p.add_subparsers(dest="tokenizer_command", required=True)
+    train = parser_of(verbs, "train", help="train on a manifest's transcripts and write DIR")
+    train.add_argument("--manifest", required=True, action="append", help="manifest (JSONL); repeat for several")
+    train.add_argument("--kind", required=True, choices=["bpe", "unigram", "char"],
+                       help="SentencePiece BPE or unigram pieces, or characters")
+    train.add_argument("--vocab-size", type=int, help="ids in vocab.txt incl. <blank>, <unk>, <sos/eos> (char: a maximum)")
+    train.add_argument("--out", required=True, help="folder for vocab.txt, tokenizer.yaml[, tokenizer.model]")
+    train.add_argument("--no-normalize", action="store_true", help="train on the text as written (default: normalised)")
+
+
+def add_synth_parser(sub: argparse._SubParsersAction) -> None:
+    p = parser_of(
+        sub, "synth", help="render sentences with TTS voices into 16 kHz WAVs and a manifest",
+        epilog="voices: espeak (en-us, en-gb, en-gb-scotland, en-gb-x-rp, en-gb-x-gbclan, en-gb-x-gbcwmd, en-029, "
+        "en-us-nyc, each alone or +m1..+m7, +f1..+f4), mbrola (mb-us1, mb-us2, mb-us3, mb-en1), flite (slt, kal, "
+        "kal16, awb, rms), festival (kal_diphone, cmu_us_slt_arctic_hts; evaluation only). Name an engine or "
+        "engine:PATTERN, e.g. 'espeak:en-gb*+f?,flite:slt'. .ci/install-tts installs the engines.",
+    )
+    p.add_argument("--sentences", required=True, help="text file, one sentence per line ('#' lines skipped)")
+    p.add_argument("--out", required=True, help="folder for wav/ and manifest.jsonl")
+    p.add_argument("--voices", default="espeak,mbrola,flite", help="engines or engine:PATTERN, comma-separated")
+    p.add_argument("--rate", default="0.85:1.2", help="speaking rate factor LOW:HIGH or one value")
+    p.add_argument("--pitch", default="-2:2", help="pitch shift in semitones LOW:HIGH or one value")
+    p.add_argument("--renditions", type=int, default=1, help="renditions of each sentence")
+    p.add_argument("--seed", type=int, required=True, help="seed of the rate, pitch and voice draws (same seed: same audio)")
+    p.add_argument("--workers", type=int, default=2, help="engine processes at a time")
+    p.add_argument("--id-prefix", help="utterance id prefix (default: the sentence file's name)")
+    p.add_argument("--language", default="en", help="language code written to every row")
+
+
+def _range(text: str, name: str) -> tuple[float, float]:
+    low, sep, high = text.partition(":")
+    try:
+        values = (float(low), float(high if sep else low))
+    except ValueError:
+        raise CLIError(f"--{name}: expected LOW:HIGH or one number, got {text!r}") from None
+    return values
+
+
+def run_manifest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from echostream.data import manifest as m
+
+    if args.manifest_command == "validate":
+        rows = m.read_manifest(args.manifest)
+        with tqdm(total=len(rows), unit="row", desc="validating", disable=None, file=sys.stderr) as bar:
+            good, problems = m.validate_manifest(
+                rows, tolerance=args.tolerance, decode=args.decode, progress=bar.update
+            )
+        if args.out:
+            m.write_manifest(args.out, good)
+    else:
+        if args.manifest_command == "import-kaldi":
+            good, problems = m.import_kaldi_dir(args.folder, audio_root=args.audio_root, language=args.language)
+        else:
+            good, problems = m.import_paired_dir(args.folder, language=args.language)
+        m.write_manifest(args.out, good)
+    report_problems(problems)
+    counts = ", ".join(f"{n} {kind}" for kind, n in m.problem_counts(problems).items())
+    hours = sum(row.duration for row in good) / 3600
+    print(f"{len(good)} good rows ({hours:.2f} h), {len(problems)} set aside" + (f": {counts}" if counts else ""),
+          file=sys.stderr)
+    if args.manifest_command == "validate":
+        return 1 if problems else 0
+    return 0 if good else 1
+
+
+def run_tokenizer(args: argparse.Namespace) -> int:
+    from echostream.data.manifest import read_manifest
+    from echostream.text.normalize import DEFAULT_NORMALIZER
+    from echostream.text.tokenizer import train_tokenizer
+
+    texts = [row.text for path in args.manifest for row in read_manifest(path)]
+    normalizer = None if args.no_normalize else DEFAULT_NORMALIZER
+    tokenizer = train_tokenizer(texts, args.out, kind=args.kind, vocab_size=args.vocab_size, normalizer=normalizer)
+    print(f"{args.kind} tokenizer of {tokenizer.vocab_size} tokens written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from echostream.data import synth
+
+    config = synth.SynthConfig(
+        rate=_range(args.rate, "rate"), pitch=_range(args.pitch, "pitch"), renditions=args.renditions,
+        seed=args.seed, workers=args.workers, id_prefix=args.id_prefix or Path(args.sentences).stem,
+        language=args.language,
+    )
+    sentences = synth.read_sentences(args.sentences)
+    selection = synth.select_voices(args.voices)
+    reasons: dict[str, list[str]] = {}
+    for missing in selection.missing:
+        reasons.setdefault(missing.reason, []).append(missing.voice.speaker)
+    for reason, speakers in reasons.items():
+        print(f"warning: {len(speakers)} voices unavailable ({reason}): {', '.join(speakers)}", file=sys.stderr)
+    if any(v.engine == "festival" for v in selection.available):
+        print("note: festival voices are for evaluation only; do not train on this output", file=sys.stderr)
+    total = len(sentences) * config.renditions
+    with tqdm(total=total, unit="utt", desc="synthesising", disable=None, file=sys.stderr) as bar:
+        result = synth.synthesize(sentences, args.out, selection.available, config, progress=bar.update)
+    report_problems(result.failures, shown=len(result.failures))
+    seconds = sum(row.duration for row in result.rows)
+    print(
+        f"{len(result.rows)} of {total} utterances ({seconds / 60:.1f} min, "
+        f"{len(selection.available)} voices) written to {result.manifest}",
+        file=sys.stderr,
+    )
+    return 0 if result.rows else 1
