@@ -6,7 +6,9 @@ its AudioWorklet, streams it, and must show partial and then final text.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -18,6 +20,8 @@ from typing import Any
 
 import pytest
 from server_helpers import LiveServer
+
+import echostream
 from websockets.sync.client import ClientConnection, connect
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -99,27 +103,77 @@ def chromium(fake_microphone: Path, profile: Path) -> Iterator[DevTools]:
         log.close()
 
 
-def test_the_page_streams_the_microphone(live: LiveServer, audio_dir: Path, tmp_path: Path) -> None:
+OUTPUT_DIR = Path(__file__).resolve().parents[2] / "test-output"
+"""Screenshots of the page land here (ignored by git), to be looked at after a run."""
+SPAN = r"^\d+:\d\d\.\d – \d+:\d\d\.\d$"
+
+
+def _texts(page: DevTools, selector: str) -> list[str]:
+    return page.evaluate(f"Array.from(document.querySelectorAll({selector!r})).map(e => e.textContent)")  # type: ignore[no-any-return]
+
+
+def test_the_page_streams_the_microphone(live: LiveServer, audio_dir: Path, tmp_path: Path,
+                                         fixture_model: echostream.Model) -> None:
     with chromium(audio_dir / "utt3.wav", tmp_path / "profile") as page:
         page.call("Page.navigate", url=live.http + "/")
         page.wait_for("document.body && document.body.dataset.ready === 'true'", "the page's script")
+        # the model and settings in use
+        assert page.evaluate("document.getElementById('model').textContent").startswith("chunkformer-tiny (")
+        assert page.evaluate("document.getElementById('context').textContent") == "8 / 32 / 0 frames (640 ms chunks)"
+        assert page.evaluate("document.getElementById('final-latency').textContent") == "640 ms"
+        # the microphone: level, partial text with the measured lag, then finals with times
         page.evaluate("document.getElementById('start').click()", user_gesture=True)
+        page.wait_for("window.echostream.levelDb > -50", "the level meter to show speech")
+        assert float(page.evaluate("parseFloat(document.getElementById('level-bar').style.width)")) > 0
         text = page.wait_for(
-            "Array.from(document.querySelectorAll('#transcript .partial, #transcript .final'))"
+            "Array.from(document.querySelectorAll('#transcript .partial .text, #transcript .final .text'))"
             ".map(p => p.textContent).join(' ').trim()",
             "partial text",
         )
         assert text
         assert live.get_json("/healthz")["streams"] == 1
+        page.wait_for("window.echostream.lagMs !== null", "a measured lag")
+        assert re.fullmatch(r"\d+ ms", page.evaluate("document.getElementById('lag').textContent"))
         color = page.evaluate(
-            "(() => { const p = document.querySelector('#transcript .partial');"
+            "(() => { const p = document.querySelector('#transcript .partial .text');"
             " return p ? getComputedStyle(p).color : 'rgb(136, 136, 136)'; })()"
         )
         assert color == "rgb(136, 136, 136)", "partial text is grey"
         page.evaluate("document.getElementById('stop').click()", user_gesture=True)
         page.wait_for("document.getElementById('status').textContent === 'done'", "the end of the stream")
-        finals = page.evaluate("Array.from(document.querySelectorAll('#transcript .final')).map(p => p.textContent)")
+        finals = _texts(page, "#transcript .final .text")
         assert finals and all(finals), finals
-        assert page.evaluate("getComputedStyle(document.querySelector('#transcript .final')).color") == "rgb(0, 0, 0)"
+        assert all(re.fullmatch(SPAN, t) for t in _texts(page, "#transcript .final .time"))
+        assert page.evaluate("getComputedStyle(document.querySelector('#transcript .final .text')).color") == "rgb(0, 0, 0)"
         assert page.evaluate("document.querySelectorAll('#transcript .partial').length") == 0
-    live.wait_streams(0)
+        live.wait_streams(0)
+
+        # a file through /transcribe
+        upload = audio_dir / "utt1.wav"
+        document = page.call("DOM.getDocument")
+        node = page.call("DOM.querySelector", nodeId=document["root"]["nodeId"], selector="#upload-file")
+        page.call("DOM.setFileInputFiles", files=[str(upload)], nodeId=node["nodeId"])
+        page.wait_for("!document.getElementById('upload').disabled", "the upload button")
+        page.evaluate("document.getElementById('upload').click()", user_gesture=True)
+        page.wait_for("document.getElementById('status').textContent.startsWith('utt1.wav: ')", "the file's transcript")
+        expected = fixture_model.transcribe(upload, chunk_size=8, left_context=32, right_context=0)[0]
+        assert _texts(page, "#transcript .file:not(.heading) .text") == [s.text for s in expected.segments]
+
+        # download and copy give the transcript as shown
+        shown = page.evaluate("document.getElementById('transcript').innerText")
+        page.evaluate("document.getElementById('download').click()", user_gesture=True)
+        downloaded = page.evaluate("fetch(window.echostream.lastDownload).then(r => r.text())")
+        lines = downloaded.splitlines()
+        assert len(lines) == len(finals) + 1 + len(expected.segments)
+        assert all(f in downloaded for f in finals) and all(s.text in downloaded for s in expected.segments)
+        assert "utt1.wav" in shown
+        page.call("Browser.grantPermissions", origin=live.http,
+                  permissions=["clipboardReadWrite", "clipboardSanitizedWrite"])
+        page.call("Emulation.setFocusEmulationEnabled", enabled=True)  # the clipboard wants a focused page
+        page.evaluate("document.getElementById('copy').click()", user_gesture=True)
+        copied = page.wait_for("window.echostream.copied", "the copy")
+        assert copied + "\n" == downloaded
+
+        OUTPUT_DIR.mkdir(exist_ok=True)
+        shot = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        (OUTPUT_DIR / "microphone-page.png").write_bytes(base64.b64decode(shot["data"]))

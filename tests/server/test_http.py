@@ -96,10 +96,18 @@ def test_the_page_and_its_scripts_are_served(live: LiveServer) -> None:
         assert response.headers["content-type"].startswith("text/html")
         page = response.read().decode()
     assert 'id="start"' in page and "static/app.js" in page
-    for name in ("app.js", "pcm.js", "recorder-worklet.js"):
+    for name in ("app.js", "pcm.js", "recorder-worklet.js", "transcript.js", "style.css"):
         with urllib.request.urlopen(f"{live.http}/static/{name}", timeout=TIMEOUT) as response:
-            assert "javascript" in response.headers["content-type"]
+            kind = "css" if name.endswith(".css") else "javascript"
+            assert kind in response.headers["content-type"]
             assert response.read()
+
+
+def test_info_names_the_model_and_settings(live: LiveServer) -> None:
+    info = live.get_json("/info")
+    assert info["model"] == "chunkformer-tiny" and info["parameters"] > 0
+    assert (info["chunk_size"], info["left_context"], info["right_context"]) == (8, 32, 0)
+    assert info["chunk_ms"] == 640 and info["final_latency_ms"] == 640
 
 
 def test_chunk_settings_per_request(live: LiveServer, audio_dir: Path, fixture_model: echostream.Model) -> None:

@@ -4,6 +4,7 @@ Routes:
     ``WS /ws`` and ``WS /``  streaming recognition (:mod:`echostream.server.protocol`)
     ``POST /transcribe``     a whole file: multipart field ``file``, or the raw body (``?filename=``)
     ``GET /healthz``         ``{"status": "ok", "streams": n, "model": name}``
+    ``GET /info``            the model and settings in use (what the microphone page shows)
     ``GET /``                a page that streams the microphone (``static/``)
 
 Each connection gets a :class:`~echostream.server.batcher.Session`; the one
@@ -44,6 +45,7 @@ from echostream.model import Model
 from echostream.server import protocol
 from echostream.server.batcher import FILE_BLOCK_SECONDS, Batcher, CloseRequest, Reply, Session
 from echostream.server.protocol import CloseCode, EndSignal, ProtocolError
+from echostream.streaming.longform import frame_seconds
 from echostream.streaming.recognizer import Recognizer
 from echostream.transcript import Transcript
 from echostream.transcript import to_dict as transcript_dict
@@ -329,6 +331,23 @@ class _Server:
         streams = len(self.batcher.sessions) if self.batcher is not None else 0
         return {"status": "ok", "streams": streams, "model": self.model_name}
 
+    async def info(self) -> dict[str, Any]:
+        """The model and the settings streams are decoded with; latencies in milliseconds."""
+        cfg, rec = self.config, self.recognizer
+        frame_ms = round(frame_seconds(self.model.bundle) * 1000)
+        return {
+            "model": self.model_name,
+            "parameters": sum(p.numel() for p in self.model.bundle.model.parameters()),
+            "chunk_size": cfg.chunk_size,
+            "left_context": cfg.left_context,
+            "right_context": cfg.right_context,
+            "frame_ms": frame_ms,
+            "chunk_ms": cfg.chunk_size * frame_ms,
+            "final_latency_ms": round(rec.latency_seconds * 1000),
+            "max_upload_bytes": cfg.max_upload_bytes,
+            "sample_rates": list(protocol.SAMPLE_RATES),
+        }
+
 
 def _bad_request(message: str) -> JSONResponse:
     return JSONResponse({"error": protocol.failed(message)["message"]}, status_code=400)
@@ -383,6 +402,7 @@ def create_app(model: Model, config: ServerConfig, *, model_name: str = "model")
     app.add_api_websocket_route("/", server.websocket)
     app.add_api_route("/transcribe", server.transcribe, methods=["POST"])
     app.add_api_route("/healthz", server.healthz, methods=["GET"])
+    app.add_api_route("/info", server.info, methods=["GET"])
 
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
