@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 from server_helpers import LiveServer
+from websockets.sync.client import ClientConnection, connect
 
 import echostream
-from websockets.sync.client import ClientConnection, connect
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.skipif(
