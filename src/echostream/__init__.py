@@ -9,7 +9,7 @@ from echostream.audio import AudioError
 from echostream.encoders.base import ChunkContext
 from echostream.encoders.chunkformer import ChunkFormerConfig, ChunkFormerState
 from echostream.frontend.fbank import FbankConfig
-from echostream.model import Model, load_model
+from echostream.model import Model, TranscribeOptions, load_model
 from echostream.models.asr import ASRModelConfig
 from echostream.models.checkpoint import CheckpointError
 from echostream.streaming.recognizer import EndpointConfig, Recognizer, Stream, StreamResult
@@ -30,6 +30,7 @@ __all__ = [
     "Stream",
     "StreamResult",
     "Token",
+    "TranscribeOptions",
     "Transcript",
     "load_model",
 ]

@@ -8,7 +8,6 @@ import re
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -70,6 +69,23 @@ class DecodingOptions:
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {self.beam_size}")
         RescoringWeights(ctc_weight=self.ctc_weight, reverse_weight=self.reverse_weight or 0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranscribeOptions:
+    """Everything :meth:`Model.transcribe` takes besides the audio (see it for each field)."""
+
+    chunk_size: int = DEFAULT_CHUNK
+    left_context: int = DEFAULT_LEFT
+    right_context: int = DEFAULT_RIGHT
+    sample_rate: int | None = None
+    batch_seconds: float = 300.0
+    block_seconds: float = 30.0
+    max_silence: float = 0.5
+    decoding: str = "greedy"
+    beam_size: int = 10
+    ctc_weight: float = 0.3
+    reverse_weight: float | None = None
 
 
 class _InputError(AudioError):
@@ -185,61 +201,57 @@ class Model:
         gives no tokens without being searched. Tokens, their times and the segments come from the
         best CTC path of each piece's chosen sequence, as greedy ones come from the best path.
         """
-        out: dict[int, Transcript] = {}
-        for index, transcript in self.transcribe_iter(
-            audio, chunk_size=chunk_size, left_context=left_context, right_context=right_context,
+        options = TranscribeOptions(
+            chunk_size=chunk_size, left_context=left_context, right_context=right_context,
             sample_rate=sample_rate, batch_seconds=batch_seconds, block_seconds=block_seconds,
-            max_silence=max_silence, progress=progress, decoding=decoding, beam_size=beam_size,
-            ctc_weight=ctc_weight, reverse_weight=reverse_weight,
-        ):
-            out[index] = transcript
+            max_silence=max_silence, decoding=decoding, beam_size=beam_size, ctc_weight=ctc_weight,
+            reverse_weight=reverse_weight,
+        )
+        out = dict(self.transcribe_iter(audio, options, progress=progress))
         return [out[i] for i in range(len(out))]
 
     def transcribe_iter(
-        self, audio: AudioLike | Sequence[AudioLike], **options: Any
+        self,
+        audio: AudioLike | Sequence[AudioLike],
+        options: TranscribeOptions | None = None,
+        *,
+        progress: Callable[[float], None] | None = None,
     ) -> Iterator[tuple[int, Transcript]]:
-        """As :meth:`transcribe` (same keyword options), but yields ``(index, transcript)`` as
-        each input finishes, so that a caller can keep every result the moment it is made."""
-        for finished in self.transcription_steps(audio, **options):
+        """As :meth:`transcribe`, but yields ``(index, transcript)`` as each input finishes, so
+        that a caller can keep every result the moment it is made."""
+        for finished in self.transcription_steps(audio, options, progress=progress):
             yield from finished
 
     def transcription_steps(
         self,
         audio: AudioLike | Sequence[AudioLike],
+        options: TranscribeOptions | None = None,
         *,
-        chunk_size: int = DEFAULT_CHUNK,
-        left_context: int = DEFAULT_LEFT,
-        right_context: int = DEFAULT_RIGHT,
-        sample_rate: int | None = None,
-        batch_seconds: float = 300.0,
-        block_seconds: float = 30.0,
-        max_silence: float = 0.5,
         progress: Callable[[float], None] | None = None,
-        decoding: str = "greedy",
-        beam_size: int = 10,
-        ctc_weight: float = 0.3,
-        reverse_weight: float | None = None,
     ) -> Iterator[list[tuple[int, Transcript]]]:
         """:meth:`transcribe` one encoder step at a time: after each step, the ``(index,
         transcript)`` of the inputs that finished in it (often none). Each step decodes at most
         ``block_seconds`` of every active input, so a caller can interleave other work."""
-        options = DecodingOptions(
-            decoding=decoding, beam_size=beam_size, ctc_weight=ctc_weight, reverse_weight=reverse_weight
+        opts = options if options is not None else TranscribeOptions()
+        decoding = DecodingOptions(
+            decoding=opts.decoding, beam_size=opts.beam_size, ctc_weight=opts.ctc_weight,
+            reverse_weight=opts.reverse_weight,
         )
-        context = user_context(chunk_size, left_context, right_context)
+        context = user_context(opts.chunk_size, opts.left_context, opts.right_context)
+        max_silence, block_seconds = opts.max_silence, opts.block_seconds
         seconds = frame_seconds(self.bundle)
         if max_silence < seconds:
             raise ValueError(f"max_silence must be at least one frame ({seconds} s), got {max_silence}")
-        inputs = self._inputs(audio, sample_rate)
+        inputs = self._inputs(audio, opts.sample_rate)
         failed = [(i, Transcript(source=x.source, error=str(x))) for i, x in enumerate(inputs) if isinstance(x, _InputError)]
         good = [(i, x) for i, x in enumerate(inputs) if isinstance(x, AudioInput)]
         if failed:
             yield failed
-        if options.decoding != "greedy":
-            yield from self._search_steps(good, options, context, block_seconds, max_silence, progress)
+        if decoding.decoding != "greedy":
+            yield from self._search_steps(good, decoding, context, block_seconds, max_silence, progress)
             return
         decoder = LongFormDecoder(
-            self.bundle, context, block_seconds=block_seconds, batch_seconds=batch_seconds,
+            self.bundle, context, block_seconds=block_seconds, batch_seconds=opts.batch_seconds,
             keep_log_probs=False, device=self.device,
         )
         for finished in decoder.steps([x for _, x in good], progress):

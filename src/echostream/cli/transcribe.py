@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from echostream.audio import AudioError, audio_duration
+    from echostream.model import TranscribeOptions
 
     files = expand_inputs(args.inputs, args.list_file)
     out_dir = check_writable_dir(args.output_dir) if args.output_dir else None
@@ -106,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with tqdm(total=round(total, 1), unit="s", desc="transcribing", disable=None, file=sys.stderr,
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
-        for _, result in model.transcribe_iter(
-            files, chunk_size=args.chunk_size, left_context=args.left_context,
-            right_context=args.right_context, batch_seconds=args.batch_seconds,
-            block_seconds=args.block_seconds, progress=lambda s: bar.update(s),
-            decoding=args.decoding, beam_size=args.beam_size,
-        ):
+        options = TranscribeOptions(
+            chunk_size=args.chunk_size, left_context=args.left_context, right_context=args.right_context,
+            batch_seconds=args.batch_seconds, block_seconds=args.block_seconds, decoding=args.decoding,
+            beam_size=args.beam_size,
+        )
+        for _, result in model.transcribe_iter(files, options, progress=lambda s: bar.update(s)):
             audio += result.duration
             if result.error is not None:
                 failed += 1

@@ -41,7 +41,7 @@ from websockets.exceptions import PayloadTooBig
 from websockets.frames import Frame, Opcode
 
 from echostream.encoders.base import ChunkContext, user_context
-from echostream.model import Model
+from echostream.model import Model, TranscribeOptions
 from echostream.server import protocol
 from echostream.server.batcher import FILE_BLOCK_SECONDS, Batcher, CloseRequest, Reply, Session
 from echostream.server.protocol import CloseCode, EndSignal, ProtocolError
@@ -296,10 +296,11 @@ class _Server:
                 return _too_large(err.size, limit)
             if path.stat().st_size == 0:
                 return _bad_request(f"{name}: empty upload")
-            steps = self.model.transcription_steps(
-                str(path), chunk_size=context.chunk, left_context=context.left, right_context=context.right,
+            options = TranscribeOptions(
+                chunk_size=context.chunk, left_context=context.left, right_context=context.right,
                 block_seconds=FILE_BLOCK_SECONDS, batch_seconds=FILE_BLOCK_SECONDS,
             )
+            steps = self.model.transcription_steps(str(path), options)
             try:
                 transcript = await self.batcher.submit(steps)
             except Exception:  # reported as a 500, logged with its traceback
