@@ -477,7 +477,7 @@ def test_each_output_is_written_as_soon_as_its_file_is_done(tmp_path: Path) -> N
     if not Path(exe).exists():
         pytest.skip("the echostream console script is not installed on PATH or next to python")
     out_dir = tmp_path / "out"
-    inputs = [str(_audio("long.wav"))] * 6
+    inputs = [str(_audio("long.wav"))] * 40  # about 20 s of work: the interrupt comes well before the end
     process = subprocess.Popen(
         [exe, "transcribe", "--model", str(MODEL_DIR), "--output-dir", str(out_dir), "--threads", "1",
          "--batch-seconds", "2", "--block-seconds", "2", *inputs],
@@ -491,7 +491,7 @@ def test_each_output_is_written_as_soon_as_its_file_is_done(tmp_path: Path) -> N
     _, err = process.communicate(timeout=60)
     written = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
     assert process.returncode == 130 and "interrupted" in err, err
-    assert 1 <= len(written) < 6
+    assert 1 <= len(written) < 40
     expected = load_model(MODEL_DIR).transcribe(_audio("long.wav"))[0].text
     assert all((out_dir / name).read_text().strip() == expected for name in written)
 
