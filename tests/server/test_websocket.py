@@ -210,13 +210,19 @@ def test_a_failing_stream_fails_alone(live: LiveServer, audio_dir: Path, tmp_pat
     sf.write(poisoned, soxr.resample(x, rate, 8000), 8000, subtype="PCM_16")
     batches: list[list[int]] = []
     decode = Recognizer.decode_streams
+    shared = False  # the 8 kHz stream has been in a batch with others: from then on it fails
 
     def failing(self: Recognizer, streams: Any) -> None:
+        nonlocal shared
         rates = [s._input_rate for s in streams if self.is_ready(s)]
         batches.append(rates)
-        if len(batches) == 1:
-            time.sleep(0.5)  # everyone's audio piles up, so that the next batches are full
-        elif 8000 in rates:
+        if len(batches) == 1:  # hold the worker until every client is connected and sending,
+            deadline = time.monotonic() + TIMEOUT  # so that the next batches are shared
+            while live.get_json("/healthz")["streams"] < len(FILES) + 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+        shared = shared or (8000 in rates and len(rates) > 1)
+        if shared and 8000 in rates:  # the shared batch, and the retry of the stream alone
             raise RuntimeError("injected failure")
         decode(self, streams)
 

@@ -40,12 +40,11 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import Frame, Opcode
 
-from echostream.encoders.base import ChunkContext, user_context
+from echostream.encoders.base import STREAMING_CONTEXT, ChunkContext, user_context
 from echostream.model import Model, TranscribeOptions
 from echostream.server import protocol
 from echostream.server.batcher import FILE_BLOCK_SECONDS, Batcher, CloseRequest, Reply, Session
 from echostream.server.protocol import CloseCode, EndSignal, ProtocolError
-from echostream.streaming.longform import frame_seconds
 from echostream.streaming.recognizer import Recognizer
 from echostream.transcript import Transcript
 from echostream.transcript import to_dict as transcript_dict
@@ -54,6 +53,7 @@ log = logging.getLogger("echostream.server")
 
 STATIC_DIR = Path(str(resources.files("echostream.server"))) / "static"
 _UNSAFE = re.compile(r"[^\w.-]+")
+DRAIN_BYTES = 64 << 20  # how much of a rejected upload is read before the reply (larger: a reset)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,9 +69,9 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8090
-    chunk_size: int = 8
-    left_context: int = 32
-    right_context: int = 0
+    chunk_size: int = STREAMING_CONTEXT.chunk
+    left_context: int = STREAMING_CONTEXT.left
+    right_context: int = STREAMING_CONTEXT.right
     max_connections: int = 64
     max_message_bytes: int = 1 << 20
     idle_timeout: float = 30.0
@@ -265,13 +265,17 @@ class _Server:
     async def transcribe(self, request: Request) -> JSONResponse:
         """A whole file, decoded by the batching worker between stream steps (see the batcher)."""
         assert self.batcher is not None, "the lifespan starts the batcher"
+        # A reply sent while the client is still sending is often lost to a connection reset:
+        # every early rejection reads (and drops) what is left of the body first, up to a bound.
         try:
             context = self._request_context(request)
         except ValueError as err:
+            await _drain(request, DRAIN_BYTES)
             return _bad_request(str(err))
         limit = self.config.max_upload_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
+            await _drain(request, DRAIN_BYTES)
             return _too_large(int(declared), limit)
         limited = Request(request.scope, _limited_receive(request, limit))
         with tempfile.TemporaryDirectory(prefix="echostream-upload-") as tmp:
@@ -293,6 +297,8 @@ class _Server:
                         async for chunk in limited.stream():
                             f.write(chunk)
             except _TooLarge as err:
+                if not err.body_ended:
+                    await _drain(request, DRAIN_BYTES)
                 return _too_large(err.size, limit)
             if path.stat().st_size == 0:
                 return _bad_request(f"{name}: empty upload")
@@ -335,7 +341,7 @@ class _Server:
     async def info(self) -> dict[str, Any]:
         """The model and the settings streams are decoded with; latencies in milliseconds."""
         cfg, rec = self.config, self.recognizer
-        frame_ms = round(frame_seconds(self.model.bundle) * 1000)
+        frame_ms = round(self.model.bundle.frame_seconds * 1000)
         return {
             "model": self.model_name,
             "parameters": sum(p.numel() for p in self.model.bundle.model.parameters()),
@@ -355,9 +361,10 @@ def _bad_request(message: str) -> JSONResponse:
 
 
 class _TooLarge(Exception):
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, body_ended: bool) -> None:
         super().__init__(size)
         self.size = size
+        self.body_ended = body_ended  # the message that passed the limit was the body's last
 
 
 def _too_large(size: int, limit: int) -> JSONResponse:
@@ -365,6 +372,18 @@ def _too_large(size: int, limit: int) -> JSONResponse:
         {"error": f"upload of {size} bytes or more exceeds the limit of {limit} bytes (--max-upload-mb)"},
         status_code=413,
     )
+
+
+async def _drain(request: Request, most: int) -> None:
+    """Read and drop the rest of a request body, at most ``most`` bytes of it."""
+    dropped = 0
+    while dropped <= most:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _limited_receive(request: Request, limit: int) -> Callable[[], Awaitable[Message]]:
@@ -377,7 +396,7 @@ def _limited_receive(request: Request, limit: int) -> Callable[[], Awaitable[Mes
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
-                raise _TooLarge(received)
+                raise _TooLarge(received, body_ended=not message.get("more_body", False))
         return message
 
     return receive
