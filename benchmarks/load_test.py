@@ -161,14 +161,13 @@ def offline_expectations(model_path: str, signals: list[Signal], settings: dict[
 
     import echostream
     from echostream.heads.ctc import collapse_ctc
-    from echostream.nn.subsampling import RATE
     from echostream.streaming.recognizer import EndpointConfig
     from echostream.text.vocab import WORD_BOUNDARY
 
     torch.set_num_threads(1)  # the other core is the server's
     model = echostream.load_model(model_path)
     vocab, blank = model.bundle.vocab, model.bundle.model.cfg.blank_id
-    frame_s = model.bundle.fbank.frame_shift_ms * RATE / 1000.0
+    frame_s = model.bundle.frame_seconds
     rules = EndpointConfig()  # what the server's Recognizer uses
     audio = [(s.pcm.astype(np.float32) / 32768.0, s.rate) for s in signals]
     transcripts = model.transcribe(audio, chunk_size=settings["chunk_size"], left_context=settings["left_context"],

@@ -61,7 +61,7 @@ def percentile(values: list[float], q: float) -> float:
 def simulate(rec, samples: np.ndarray, rate: int) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
     """Feed in real time on a simulated clock; returns step compute times and partial delays (s)."""
     s = rec.create_stream()
-    frame_s = 0.08
+    frame_s = rec.model.bundle.frame_seconds
     piece = int(PIECE_S * rate)
     clock = 0.0  # when the decoder is free
     history: list[tuple[float, list]] = []  # (time a partial came out, its tokens)
@@ -132,7 +132,7 @@ def default_shaped_bundle():  # type: ignore[no-untyped-def]
     import yaml
 
     from echostream.config import from_dict
-    from echostream.encoders.chunkformer import ChunkFormerConfig
+    from echostream.encoders.base import EncoderConfig
     from echostream.frontend.fbank import FbankConfig
     from echostream.models.asr import ASRModelConfig
     from echostream.models.build import build_model
@@ -140,7 +140,8 @@ def default_shaped_bundle():  # type: ignore[no-untyped-def]
     from echostream.text.vocab import Vocabulary
 
     preset = yaml.safe_load((ROOT / "configs" / "synth_en_small.yaml").read_text())
-    encoder = from_dict(ChunkFormerConfig, preset["model"]["encoder"])
+    shape = preset["model"]["encoder"]
+    encoder = from_dict(EncoderConfig.tagged_class(shape), shape)
     torch.manual_seed(0)
     vocab = 256  # recipes/synth_en/run.sh trains a 256-id BPE vocabulary
     model = build_model(ASRModelConfig(encoder=encoder, vocab_size=vocab)).eval()
@@ -188,9 +189,9 @@ def main() -> None:
             rec = Recognizer(model, chunk_size=c, left_context=left, right_context=right,  # type: ignore[arg-type]
                              endpoint=EndpointConfig(enabled=False))
             compute, delays = simulate(rec, samples, rate)
-            cap = 0 if args.no_capacity else capacity(rec, samples, rate, c * 0.08)
+            cap = 0 if args.no_capacity else capacity(rec, samples, rate, c * model.bundle.frame_seconds)
             rows.append(Row(
-                model=name, setting=(c, left, right), algorithmic_ms=(c + right) * 80.0,
+                model=name, setting=(c, left, right), algorithmic_ms=(c + right) * model.bundle.frame_seconds * 1000,
                 final_ms=rec.latency_seconds * 1000, compute_med_ms=statistics.median(compute) * 1000,
                 compute_p95_ms=percentile(compute, 95) * 1000,
                 partial_med_ms=percentile(delays, 50) * 1000, partial_p95_ms=percentile(delays, 95) * 1000,

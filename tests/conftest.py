@@ -93,8 +93,8 @@ def make_tiny_bundle() -> Callable[..., ModelBundle]:
         cfg = ASRModelConfig(encoder=tiny_encoder_config(**overrides), vocab_size=len(TINY_VOCAB))
         model = build_model(cfg).eval()
         with torch.no_grad():  # a non-trivial CMVN, so that losing it would show
-            model.encoder.global_cmvn.mean.uniform_(-1.0, 1.0)
-            model.encoder.global_cmvn.istd.uniform_(0.5, 2.0)
+            model.cmvn.mean.uniform_(-1.0, 1.0)
+            model.cmvn.istd.uniform_(0.5, 2.0)
         fbank = FbankConfig(num_mel_bins=cfg.encoder.input_dim)
         return ModelBundle(model=model, vocab=Vocabulary(TINY_VOCAB), fbank=fbank)
 

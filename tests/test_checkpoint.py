@@ -224,7 +224,7 @@ def test_cmvn_from_state_dict_or_global_cmvn_file(
     assert len(state) == len(released_state) - 2
     _save_state(folder, state)
     from_file = load_released_folder(folder)
-    cmvn = from_file.model.encoder.global_cmvn
+    cmvn = from_file.model.cmvn
     torch.testing.assert_close(cmvn.mean, released_state["encoder.global_cmvn.mean"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cmvn.istd, released_state["encoder.global_cmvn.istd"], atol=1e-5, rtol=1e-5)
     ours = _log_probs(from_file, features)
@@ -249,8 +249,8 @@ def test_cmvn_null_means_no_normalisation(
     plain = load_released_folder(folder)
     by_hand = copy.deepcopy(fixture_model.bundle)
     with torch.no_grad():
-        by_hand.model.encoder.global_cmvn.mean.zero_()
-        by_hand.model.encoder.global_cmvn.istd.fill_(1.0)
+        by_hand.model.cmvn.mean.zero_()
+        by_hand.model.cmvn.istd.fill_(1.0)
     torch.testing.assert_close(_log_probs(plain, features), _log_probs(by_hand, features), atol=1e-6, rtol=0)
     assert not torch.allclose(_log_probs(plain, features), _log_probs(fixture_model.bundle, features), atol=1e-3)
     # a config naming a statistics file that is not there is an error naming the file
@@ -442,6 +442,52 @@ def test_tiny_round_trip_keeps_cmvn_and_config(
     x_lens = torch.tensor([80, 33])
     with torch.inference_mode():
         assert torch.equal(loaded.model(x, x_lens, CONTEXT)[0], bundle.model(x, x_lens, CONTEXT)[0])
+
+
+def _as_version_1(path: Path) -> None:
+    """Rewrite our checkpoint at ``path`` as version 1 wrote it: no encoder type, CMVN inside the
+    encoder."""
+    payload = torch.load(path, weights_only=True)
+    encoder = {k: v for k, v in payload["config"]["encoder"].items() if k != "type"}
+    payload["version"] = 1
+    payload["config"] = {**payload["config"], "encoder": encoder}
+    payload["model"] = {("encoder.global_cmvn." + k.removeprefix("cmvn.")) if k.startswith("cmvn.") else k: v
+                        for k, v in payload["model"].items()}
+    torch.save(payload, path)
+
+
+def test_version_1_checkpoints_load_as_chunkformer(
+    make_tiny_bundle: Callable[..., ModelBundle], tmp_path: Path
+) -> None:
+    bundle = make_tiny_bundle(seed=4)
+    path = tmp_path / "v1.pt"
+    save_checkpoint(path, bundle)
+    _as_version_1(path)
+    assert any(k.startswith("encoder.global_cmvn.") for k in torch.load(path, weights_only=True)["model"])
+    loaded = load_checkpoint(path)
+    assert loaded.model.cfg == bundle.model.cfg and loaded.model.cfg.encoder.type == "chunkformer"
+    for name, tensor in bundle.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize(
+    ("encoder_type", "words"),
+    [(None, "'type' is missing (one of: chunkformer"), ("wav2vec", "encoder.type 'wav2vec' is not one of")],
+)
+def test_version_2_needs_a_known_encoder_type(
+    make_tiny_bundle: Callable[..., ModelBundle], tmp_path: Path, encoder_type: str | None, words: str
+) -> None:
+    """A config of another encoder can never load silently as a ChunkFormer."""
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, make_tiny_bundle())
+    payload = torch.load(path, weights_only=True)
+    encoder = {k: v for k, v in payload["config"]["encoder"].items() if k != "type"}
+    if encoder_type is not None:
+        encoder["type"] = encoder_type
+    payload["config"]["encoder"] = encoder
+    torch.save(payload, path)
+    message = checkpoint_error(lambda: load_checkpoint(path))
+    assert words in message and "model.pt" in message and "\n" not in message, message
 
 
 def test_truncated_checkpoint(

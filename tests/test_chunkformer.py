@@ -17,12 +17,8 @@ from torch import Tensor
 
 import echostream
 from echostream.audio import load_audio
-from echostream.encoders.base import ChunkContext
-from echostream.encoders.chunkformer import (
-    ChunkFormerEncoder,
-    ChunkFormerState,
-    stack_states,
-)
+from echostream.encoders.base import ChunkContext, stack_states
+from echostream.encoders.chunkformer import ChunkFormerEncoder, ChunkFormerState
 from echostream.frontend import compute_fbank
 
 ATOL = 1e-5
@@ -316,7 +312,7 @@ def test_stack_states_refuses_mixed_or_no_states(make_tiny_encoder: EncoderFacto
     encoder = make_tiny_encoder()
     a = encoder.init_state(1, ChunkContext(chunk=4, left=8, right=4))
     b = encoder.init_state(1, ChunkContext(chunk=4, left=8, right=0))
-    with pytest.raises(ValueError, match="different chunk/context"):
+    with pytest.raises(ValueError, match="whose context differ"):
         stack_states([a, b])
     with pytest.raises(ValueError, match="at least one"):
         stack_states([])

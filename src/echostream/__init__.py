@@ -1,4 +1,4 @@
-"""echostream: streaming and long-form speech recognition with ChunkFormer models.
+"""echostream: streaming and long-form speech recognition with swappable streaming encoders.
 
 >>> import echostream
 >>> model = echostream.load_model("path/to/model_dir")                       # doctest: +SKIP
@@ -6,8 +6,8 @@
 """
 
 from echostream.audio import AudioError
-from echostream.encoders.base import ChunkContext
-from echostream.encoders.chunkformer import ChunkFormerConfig, ChunkFormerState
+from echostream.encoders.base import ChunkContext, EncoderConfig, EncoderState
+from echostream.encoders.chunkformer import ChunkFormerConfig
 from echostream.frontend.fbank import FbankConfig
 from echostream.model import Model, TranscribeOptions, load_model
 from echostream.models.asr import ASRModelConfig
@@ -21,7 +21,8 @@ __all__ = [
     "CheckpointError",
     "ChunkContext",
     "ChunkFormerConfig",
-    "ChunkFormerState",
+    "EncoderConfig",
+    "EncoderState",
     "EndpointConfig",
     "FbankConfig",
     "Model",

@@ -30,8 +30,17 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        tagged = getattr(annotation, "tagged_class", None)  # a base class whose ``type`` key picks the subclass
+        if tagged is not None:
+            try:
+                annotation = tagged(value)
+            except ValueError as err:
+                raise ConfigError(f"{where}: {err}".replace(f"{where}: encoder", where)) from None
         return from_dict(annotation, value, where)  # type: ignore[arg-type]
     if origin in (typing.Union, types.UnionType):
+        options = [o for o in typing.get_args(annotation) if o is not type(None)]
+        if value is not None and len(options) == 1:  # ``X | None``: X's own error says what is wrong
+            return _check_type(value, options[0], where)
         for option in typing.get_args(annotation):
             try:
                 return _check_type(value, option, where)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,15 +13,13 @@ import numpy as np
 import torch
 
 from echostream.audio import AudioError, prepare_waveform
-from echostream.encoders.base import ChunkContext, user_context
-from echostream.frontend.fbank import fbank_step, init_fbank_state
+from echostream.encoders.base import OFFLINE_CONTEXT, user_context
 from echostream.heads.search import (
     AttentionRescoring,
     CTCGreedySearch,
     CTCPrefixBeamSearch,
     RescoringWeights,
     SearchStrategy,
-    piece_end,
 )
 from echostream.models.checkpoint import (
     CheckpointError,
@@ -29,20 +27,13 @@ from echostream.models.checkpoint import (
     load_checkpoint,
     load_released_folder,
 )
-from echostream.runtime import release_free_memory, resolve_device
-from echostream.streaming.longform import (
-    CTC_SLICE,
-    AudioInput,
-    LongFormDecoder,
-    StreamResult,
-    frame_seconds,
-    token_time_offset,
-)
+from echostream.runtime import resolve_device
+from echostream.streaming.longform import AudioInput, LongFormDecoder, SearchSink, StreamResult
 from echostream.transcript import Transcript, build_transcript
 
 AudioLike = str | os.PathLike | np.ndarray | tuple[np.ndarray, int]
 
-DEFAULT_CHUNK, DEFAULT_LEFT, DEFAULT_RIGHT = 64, 128, 128
+DEFAULT_CHUNK, DEFAULT_LEFT, DEFAULT_RIGHT = OFFLINE_CONTEXT.chunk, OFFLINE_CONTEXT.left, OFFLINE_CONTEXT.right
 DECODINGS = ("greedy", "prefix_beam", "attention_rescoring")
 MAX_PIECE_SECONDS = 30.0  # longest piece prefix beam search / rescoring decode at once
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -239,7 +230,7 @@ class Model:
         )
         context = user_context(opts.chunk_size, opts.left_context, opts.right_context)
         max_silence, block_seconds = opts.max_silence, opts.block_seconds
-        seconds = frame_seconds(self.bundle)
+        seconds = self.bundle.frame_seconds
         if max_silence < seconds:
             raise ValueError(f"max_silence must be at least one frame ({seconds} s), got {max_silence}")
         inputs = self._inputs(audio, opts.sample_rate)
@@ -247,12 +238,19 @@ class Model:
         good = [(i, x) for i, x in enumerate(inputs) if isinstance(x, AudioInput)]
         if failed:
             yield failed
+        sink = None
         if decoding.decoding != "greedy":
-            yield from self._search_steps(good, decoding, context, block_seconds, max_silence, progress)
-            return
+            strategy = self.search_strategy(decoding)
+            silence_frames = math.floor(max_silence / seconds + 1e-6)
+            max_frames = max(1, round(MAX_PIECE_SECONDS / seconds))
+            blank = self.bundle.model.cfg.blank_id
+
+            def sink() -> SearchSink:
+                return SearchSink(strategy, blank_id=blank, silence_frames=silence_frames, max_frames=max_frames)
+
         decoder = LongFormDecoder(
             self.bundle, context, block_seconds=block_seconds, batch_seconds=opts.batch_seconds,
-            keep_log_probs=False, device=self.device,
+            keep_log_probs=False, device=self.device, sink=sink,
         )
         for finished in decoder.steps([x for _, x in good], progress):
             yield [(good[j][0], self._transcript(result, max_silence)) for j, result in finished]
@@ -260,9 +258,9 @@ class Model:
     def _transcript(self, result: StreamResult, max_silence: float) -> Transcript:
         return build_transcript(
             result.name, result.frame_labels.tolist(), self.bundle.vocab,
-            frame_seconds=frame_seconds(self.bundle), duration=result.num_samples / self.sample_rate,
+            frame_seconds=self.bundle.frame_seconds, duration=result.num_samples / self.sample_rate,
             blank_id=self.bundle.model.cfg.blank_id, max_silence=max_silence, error=result.error,
-            time_offset=token_time_offset(self.bundle),
+            time_offset=self.bundle.token_time_offset,
         )
 
     def search_strategy(self, options: DecodingOptions) -> SearchStrategy:
@@ -290,111 +288,6 @@ class Model:
                 blank_id=cfg.blank_id,
             )
         return CTCGreedySearch(blank_id=cfg.blank_id)
-
-    def _search_steps(
-        self,
-        inputs: list[tuple[int, AudioInput]],
-        options: DecodingOptions,
-        context: ChunkContext,
-        block_seconds: float,
-        max_silence: float,
-        progress: Callable[[float], None] | None,
-    ) -> Iterator[list[tuple[int, Transcript]]]:
-        """Beam decodings: each input encoded block by block with carried state, searched per piece."""
-        if block_seconds <= 0:
-            raise ValueError(f"block_seconds must be positive, got {block_seconds}")
-        strategy = self.search_strategy(options)
-        for index, item in inputs:
-            search = self._search_one(item, strategy, context, block_seconds, max_silence, progress)
-            while True:
-                try:
-                    next(search)
-                except StopIteration as done:
-                    yield [(index, done.value)]
-                    break
-                yield []
-
-    def _search_one(
-        self,
-        source: AudioInput,
-        strategy: SearchStrategy,
-        context: ChunkContext,
-        block_seconds: float,
-        max_silence: float,
-        progress: Callable[[float], None] | None,
-    ) -> Generator[None, None, Transcript]:
-        """Decode one input, yielding after each block; returns its transcript (with ``error``
-        set, and what was decoded before, if reading failed)."""
-        model, rate = self.bundle.model, self.sample_rate
-        blank = model.cfg.blank_id
-        seconds = frame_seconds(self.bundle)
-        silence_frames = math.floor(max_silence / seconds + 1e-6)
-        max_frames = max(1, round(MAX_PIECE_SECONDS / seconds))
-        try:
-            blocks = source.blocks(block_seconds, rate)
-            block = next(blocks, None)
-        except AudioError as err:
-            return Transcript(source=source.name, error=str(err))
-        if block is None:
-            return Transcript(source=source.name, error=f"{source.name}: no audio samples")
-        error: str | None = None
-        state = model.encoder.init_state(1, context, self.device)
-        fbank = init_fbank_state()
-        # frames encoded but not yet decoded: encoder output (P, D), CTC log-probs (P, V), best labels
-        pending_enc: list[torch.Tensor] = []
-        pending_lp: list[torch.Tensor] = []
-        labels: list[int] = []
-        start = 0  # absolute frame of the first pending frame
-        tokens: list[tuple[int, int, int]] = []  # (token, first frame, last frame)
-        num_samples = 0
-
-        def decode(n: int) -> None:
-            nonlocal pending_enc, pending_lp, labels, start
-            enc, lp = torch.cat(pending_enc), torch.cat(pending_lp)  # (P, D), (P, V)
-            if any(label != blank for label in labels[:n]):
-                best = strategy(lp[:n], enc[:n])[0]
-                for token, first, last in zip(best.tokens, best.token_frames, best.token_end_frames):
-                    tokens.append((token, start + first, start + last))
-            pending_enc, pending_lp, labels = [enc[n:]], [lp[n:]], labels[n:]
-            start += n
-
-        with torch.inference_mode():
-            while block is not None:
-                try:
-                    following = next(blocks, None)
-                except AudioError as err:  # this block becomes the last one
-                    following, error = None, str(err)
-                feats, fbank = fbank_step(block, fbank, self.bundle.fbank)
-                num_samples += len(block)
-                x = torch.from_numpy(feats).unsqueeze(0).to(self.device)  # (1, T, F)
-                x_lens = torch.tensor([feats.shape[0]], device=self.device)
-                final = torch.tensor([following is None], device=self.device)
-                y, y_lens, state = model.encoder.forward_chunk(x, x_lens, state, final)
-                for t in range(0, int(y_lens[0]), CTC_SLICE):
-                    enc = y[0, t : min(t + CTC_SLICE, int(y_lens[0]))]  # (T'', D)
-                    lp = model.ctc(enc)  # (T'', V)
-                    pending_enc.append(enc)
-                    pending_lp.append(lp)
-                    labels.extend(lp.argmax(dim=-1).tolist())
-                    while (n := piece_end(
-                        labels, blank_id=blank, silence_frames=silence_frames, max_frames=max_frames
-                    )) is not None:
-                        decode(n)
-                release_free_memory()
-                if progress is not None:
-                    progress(len(block) / rate)
-                block = following
-                yield
-            if labels:
-                decode(len(labels))
-        frame_labels = [blank] * start  # the best CTC paths of the decoded sequences
-        for token, first, last in tokens:
-            frame_labels[first : last + 1] = [token] * (last + 1 - first)
-        return build_transcript(
-            source.name, frame_labels, self.bundle.vocab, frame_seconds=seconds,
-            duration=num_samples / rate, blank_id=blank, max_silence=max_silence, error=error,
-            time_offset=token_time_offset(self.bundle),
-        )
 
     def ctc_log_probs(
         self,

@@ -201,7 +201,7 @@ def test_scores_match_the_reference_implementation(fixture_dir: Path, fixture_bu
     model, decoder = fixture_bundle.model, fixture_bundle.model.decoder
     assert decoder is not None
     with torch.inference_mode():
-        y, _ = model.encoder(feats[None], torch.tensor([feats.shape[0]]), ChunkContext(chunk=16, left=32, right=16))
+        y, _ = model.encode(feats[None], torch.tensor([feats.shape[0]]), ChunkContext(chunk=16, left=32, right=16))
         scores = decoder.score([[], [5], [5, 6, 7], [10, 20, 30, 40, 2]], y[0], with_r2l=True)
     assert scores.r2l is not None
     assert torch.allclose(scores.l2r, torch.tensor(ref_l2r), atol=1e-3)

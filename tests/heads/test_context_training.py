@@ -16,8 +16,9 @@ from echostream.encoders.base import ChunkContext
 from echostream.encoders.chunkformer import ChunkFormerEncoder
 from echostream.frontend import FbankConfig, compute_fbank
 from echostream.heads.losses import LossConfig
-from echostream.models.asr import ASRModel, ContextSampler, encoder_lengths, full_context
+from echostream.models.asr import ASRModel
 from echostream.models.checkpoint import load_released_folder
+from echostream.training.context import ContextSampler
 
 
 def _streamed(encoder: ChunkFormerEncoder, x: torch.Tensor, context: ChunkContext, piece: int) -> torch.Tensor:
@@ -47,18 +48,19 @@ def test_training_forward_is_the_inference_forward(
     inference: every utterance streamed alone in odd-sized pieces under inference mode."""
     model = make_tiny_asr(loss=LossConfig(ctc_weight=1.0))
     x, x_lens, ys, ys_lens = _batch()
-    y, y_lens = model.encoder(x, x_lens, context)  # the call ASRModel.loss makes
+    y, y_lens = model.encode(x, x_lens, context)  # the call ASRModel.loss makes
     assert y.requires_grad
     out = model.loss(x, x_lens, ys, ys_lens, context)
     out.total.backward()
     assert all(p.grad is not None for p in model.encoder.layers.parameters())
 
     with torch.inference_mode():
-        streamed = [_streamed(model.encoder, x[b, : int(x_lens[b])], context, piece=37) for b in range(3)]
+        normed = model.cmvn(x)
+        streamed = [_streamed(model.encoder, normed[b, : int(x_lens[b])], context, piece=37) for b in range(3)]
         log_probs = [model.ctc(s) for s in streamed]
     diff = max((y[b, : int(y_lens[b])] - s).abs().max().item() for b, s in enumerate(streamed))
     record_property("max_abs_diff", diff)
-    assert [s.shape[0] for s in streamed] == y_lens.tolist() == encoder_lengths(x_lens)
+    assert [s.shape[0] for s in streamed] == y_lens.tolist() == model.encoder.output_lengths(x_lens).tolist()
     assert diff < 1e-5
     padded = torch.nn.utils.rnn.pad_sequence(log_probs, batch_first=True)
     ctc = F.ctc_loss(padded.transpose(0, 1), ys.clamp(min=0), y_lens, ys_lens, reduction="sum") / 3
@@ -72,12 +74,12 @@ def test_full_context_is_unrestricted_attention(
     utterance's frames do not depend on its batch mates."""
     encoder = make_tiny_asr().encoder
     x, x_lens, _, _ = _batch()
-    longest = max(encoder_lengths(x_lens))
+    longest = int(encoder.output_lengths(x_lens).max())
     with torch.no_grad():
-        full, lens = encoder(x, x_lens, full_context(longest))
+        full, lens = encoder(x, x_lens, ChunkContext.full(longest))
         windows, _ = encoder(x, x_lens, ChunkContext(chunk=3, left=longest, right=longest))
         limited, _ = encoder(x, x_lens, ChunkContext(chunk=3, left=2, right=1))
-        alone, _ = encoder(x[2:, :47], x_lens[2:], full_context(int(lens[2])))
+        alone, _ = encoder(x[2:, :47], x_lens[2:], ChunkContext.full(int(lens[2])))
     diff = max(
         (full[b, : int(n)] - windows[b, : int(n)]).abs().max().item() for b, n in enumerate(lens.tolist())
     )
@@ -104,7 +106,7 @@ def test_full_context_matches_the_reference_full_attention(fixture_dir: Path) ->
     x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
     x_lens = torch.tensor([f.shape[0] for f in feats])
     with torch.inference_mode():
-        y, y_lens = model.encoder(x, x_lens, full_context(max(encoder_lengths(x_lens))))
+        y, y_lens = model.encode(x, x_lens, ChunkContext.full(int(model.encoder.output_lengths(x_lens).max())))
     assert y_lens.tolist() == [41, 52, 7]
     assert torch.allclose(y[2, [0, 3, 6], :5], torch.tensor(ref_utt2), atol=1e-4)
     assert torch.allclose(y[1, [0, 25, 51], :5], torch.tensor(ref_utt3), atol=1e-4)
@@ -144,4 +146,4 @@ def test_sampler_rejects_bad_sets(kwargs: dict[str, object], message: str) -> No
 
 
 def test_full_context_of_empty_batch_is_valid() -> None:
-    assert full_context(0) == ChunkContext(chunk=1, left=0, right=0)
+    assert ChunkContext.full(0) == ChunkContext(chunk=1, left=0, right=0)

@@ -42,7 +42,7 @@ _SEGMENTS = [
 TINY_MODEL: dict[str, Any] = {
     "encoder": {
         "input_dim": 20, "output_size": 32, "attention_heads": 4, "linear_units": 64, "num_blocks": 2,
-        "cnn_module_kernel": 7, "dropout_rate": 0.1, "positional_dropout_rate": 0.1,
+        "type": "chunkformer", "cnn_module_kernel": 7, "dropout_rate": 0.1, "positional_dropout_rate": 0.1,
         "attention_dropout_rate": 0.1,
     },
     "decoder": {"attention_heads": 4, "linear_units": 64, "num_blocks": 1, "r_num_blocks": 1},

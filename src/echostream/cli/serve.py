@@ -14,6 +14,7 @@ from echostream.cli.common import (
     open_model,
     parser_of,
 )
+from echostream.encoders.base import STREAMING_CONTEXT
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     add_model_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8090, help="port to listen on")
-    add_context_arguments(p, 8, 32, 0)
+    add_context_arguments(p, *STREAMING_CONTEXT.as_tuple())
     p.add_argument("--max-connections", type=int, default=64, help="WebSocket connections served at once")
     p.add_argument("--max-message-bytes", type=int, default=1 << 20, help="largest WebSocket message")
     p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds to wait for a client's next message")

@@ -18,6 +18,7 @@ from echostream.cli.common import (
     open_model,
     parser_of,
 )
+from echostream.encoders.base import OFFLINE_CONTEXT
 
 FORMATS = ("txt", "json", "srt", "vtt")
 DECODINGS = ("greedy", "prefix_beam", "attention_rescoring")
@@ -31,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", dest="list_file", metavar="FILE",
                    help="a file listing audio paths, one per line (relative to the current directory)")
     add_model_argument(p)
-    add_context_arguments(p, 64, 128, 128)
+    add_context_arguments(p, *OFFLINE_CONTEXT.as_tuple())
     p.add_argument("--format", choices=FORMATS, default="txt",
                    help="txt: the text; json: text, segments, words and tokens with times (several "
                         "files on stdout: one JSON object per line); srt / vtt: subtitles, a cue per segment")

@@ -1,28 +1,45 @@
-"""What every streaming encoder offers, and the chunk/context setting they run with."""
+"""What every streaming encoder offers, its config and state types, and the chunk/context setting.
+
+An encoder plugs in by providing (see :class:`StreamingEncoder`):
+
+- a frozen config dataclass derived from :class:`EncoderConfig` with its own ``TYPE`` tag (the
+  ``type`` key of YAML presets and checkpoints), registered in ``models/build.py``;
+- a state dataclass derived from :class:`EncoderState` (tensors batched over streams: stack,
+  select, move);
+- ``forward`` (whole utterances, the masked computation training runs), ``init_state`` and
+  ``forward_chunk`` (streams continued from a state, pieces of any size), equal to each other;
+- its frame rate (``subsampling`` feature frames per output frame, ``receptive_field`` feature
+  frames seen by one output frame), ``output_lengths``, ``latency_frames`` and ``check_context``.
+
+Features come in already normalised: CMVN and the output heads belong to the model.
+
+Shape legend: B batch/streams, T feature frames, F feature bins, T' encoder frames, D model dim.
+"""
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import torch
 from torch import Tensor
 
-StateT = TypeVar("StateT")
-
 MAX_CONTEXT_FRAMES = 1024
-"""The largest chunk, left or right context accepted (frames; 82 s at 80 ms). Beyond it a chunk's
-attention and padding cost grow without bound (a 100000-frame chunk took 90 s and 9.5 GB on a
-5.6 s file) while no model is trained for such windows."""
+"""The largest chunk, left or right context a user may ask for (encoder frames). Beyond it a
+chunk's attention and padding cost grow without bound (a 100000-frame chunk took 90 s and 9.5 GB
+on a 5.6 s file) while no model is trained for such windows."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class ChunkContext:
-    """How much an encoder frame may see, in encoder frames (80 ms each for 8x subsampling).
+    """How much an encoder frame may see, in encoder frames (80 ms for ChunkFormer's 8x
+    subsampling, 40 ms for Emformer's 4x).
 
-    Attention of a chunk of ``chunk`` frames sees ``left`` frames before it and ``right``
-    frames after it. ``right`` frames of future audio are the algorithmic latency beyond the
-    chunk itself.
+    A chunk of ``chunk`` frames sees ``left`` frames before it and ``right`` frames after it;
+    each encoder says what these mean for it (``StreamingEncoder.check_context``).
     """
 
     chunk: int
@@ -40,6 +57,26 @@ class ChunkContext:
         if self.right < 0:
             raise ValueError(f"right_context must be >= 0, got {self.right}")
 
+    def as_tuple(self) -> tuple[int, int, int]:
+        """``(chunk, left, right)``."""
+        return self.chunk, self.left, self.right
+
+    @classmethod
+    def full(cls, max_frames: int) -> ChunkContext:
+        """A context under which every frame attends to its whole utterance.
+
+        One chunk spans the longest utterance (``max_frames`` encoder frames), so each utterance is
+        a single chunk; ``left = right = 0`` since there is nothing outside it. The masked
+        computation then masks only the frames past each utterance's end.
+        """
+        return cls(chunk=max(1, max_frames), left=0, right=0)
+
+
+# The defaults, in encoder frames, of every entry point (API, CLI, server, training validation):
+# long-form transcription as the ChunkFormer package does it, and low-latency streaming.
+OFFLINE_CONTEXT = ChunkContext(chunk=64, left=128, right=128)
+STREAMING_CONTEXT = ChunkContext(chunk=8, left=32, right=0)
+
 
 def user_context(chunk_size: int, left_context: int, right_context: int) -> ChunkContext:
     """A chunk/context setting asked for by a user, checked against ``MAX_CONTEXT_FRAMES``.
@@ -49,31 +86,152 @@ def user_context(chunk_size: int, left_context: int, right_context: int) -> Chun
     >>> user_context(64, 128, 100000)
     Traceback (most recent call last):
     ...
-    ValueError: right_context 100000 is above the maximum of 1024 frames (81.92 s at 80 ms per frame)
+    ValueError: right_context 100000 is above the maximum of 1024 frames
     """
     context = ChunkContext(chunk=chunk_size, left=left_context, right=right_context)
     for name, value in (("chunk_size", context.chunk), ("left_context", context.left), ("right_context", context.right)):
         if value > MAX_CONTEXT_FRAMES:
-            raise ValueError(
-                f"{name} {value} is above the maximum of {MAX_CONTEXT_FRAMES} frames "
-                f"({MAX_CONTEXT_FRAMES * 0.08:g} s at 80 ms per frame)"
-            )
+            raise ValueError(f"{name} {value} is above the maximum of {MAX_CONTEXT_FRAMES} frames")
     return context
 
 
+@dataclass(frozen=True, kw_only=True)
+class EncoderConfig:
+    """Base of the encoder configs. ``type`` names the encoder (each subclass's ``TYPE``)."""
+
+    TYPE: ClassVar[str] = ""
+    type: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type != self.TYPE:
+            raise ValueError(f"encoder type {self.type!r} is not {self.TYPE!r}")
+
+    @classmethod
+    def tagged_class(cls, data: Any) -> builtins.type[EncoderConfig]:
+        """The subclass a config mapping names with its ``type`` (config.from_dict asks this)."""
+        if not isinstance(data, dict) or "type" not in data:
+            raise ValueError("encoder: 'type' is missing (one of: " + ", ".join(sorted(_config_types())) + ")")
+        tag = data["type"]
+        types = _config_types()
+        if tag not in types:
+            raise ValueError(f"encoder.type {tag!r} is not one of {', '.join(sorted(types))}")
+        return types[tag]
+
+
+def _config_types() -> dict[str, type[EncoderConfig]]:
+    out: dict[str, type[EncoderConfig]] = {}
+    todo = list(EncoderConfig.__subclasses__())
+    while todo:
+        sub = todo.pop()
+        todo.extend(sub.__subclasses__())
+        if sub.TYPE:
+            out[sub.TYPE] = sub
+    return out
+
+
+StateT = TypeVar("StateT", bound="EncoderState")
+
+
+@dataclass(frozen=True)
+class EncoderState:
+    """Base of the encoder states: frozen dataclasses of tensors batched over streams.
+
+    A field is batched along the dimension its ``batch_dim`` metadata names (default 0); fields
+    that are not tensors (a ``ChunkContext``) are shared and must be equal to be stacked. Fields
+    of different lengths along another dimension (pending frames) are padded by ``stack`` and
+    trimmed by the encoder using the lengths it keeps.
+    """
+
+    def select(self, index: int) -> Self:
+        """The state of stream ``index`` alone (batch of one)."""
+        values = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                dim = f.metadata.get("batch_dim", 0)
+                value = value.narrow(dim, index, 1)
+            values[f.name] = value
+        return dataclasses.replace(self, **values)
+
+    def to(self, device: torch.device | str) -> Self:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.replace(
+            self, **{k: v.to(device) if isinstance(v, Tensor) else v for k, v in values.items()}
+        )
+
+    @property
+    def batch_size(self) -> int:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                return int(value.shape[f.metadata.get("batch_dim", 0)])
+        raise ValueError("a state without tensors has no batch size")
+
+    @classmethod
+    def stack(cls, states: Sequence[Self]) -> Self:
+        """Batch the states of several streams (same settings) into one."""
+        if not states:
+            raise ValueError("stacking needs at least one state")
+        first = states[0]
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(first):
+            items = [getattr(s, f.name) for s in states]
+            if not isinstance(items[0], Tensor):
+                if any(item != items[0] for item in items):
+                    raise ValueError(f"cannot batch streams whose {f.name} differ")
+                values[f.name] = items[0]
+                continue
+            dim = f.metadata.get("batch_dim", 0)
+            shape = [max(t.shape[d] for t in items) for d in range(items[0].dim())]
+            padded = []
+            for t in items:
+                pad: list[int] = []
+                for d in reversed(range(t.dim())):
+                    pad += [0, 0 if d == dim else shape[d] - t.shape[d]]
+                padded.append(torch.nn.functional.pad(t, pad) if any(pad) else t)
+            values[f.name] = torch.cat(padded, dim=dim)
+        return dataclasses.replace(first, **values)
+
+
+BATCH_DIM_1 = {"batch_dim": 1}
+"""Field metadata of a state tensor batched along its second dimension (layers first)."""
+
+
+def stack_states(states: Sequence[StateT]) -> StateT:
+    """Batch the states of several streams of one encoder (see :meth:`EncoderState.stack`)."""
+    if not states:
+        raise ValueError("stack_states needs at least one state")
+    return type(states[0]).stack(states)
+
+
 class StreamingEncoder(Protocol[StateT]):
-    """The interface shared by all echostream encoders.
+    """The interface shared by all echostream encoders (see the module docstring).
 
     Shape legend: B batch, T feature frames, F feature bins, T' encoder frames, D model dim.
     """
 
+    subsampling: int  # feature frames per encoder frame
+    receptive_field: int  # feature frames one encoder frame sees (its first at subsampling * j)
+
     def output_size(self) -> int: ...
 
-    def forward(self, x: Tensor, x_lens: Tensor, context: ChunkContext) -> tuple[Tensor, Tensor]:
-        """Whole utterances (the masked batch): x (B, T, F), x_lens (B,) -> (B, T', D), (B,)."""
+    def output_lengths(self, x_lens: Tensor) -> Tensor:
+        """(B,) feature frames -> (B,) encoder frames ``forward`` gives for them."""
         ...
 
-    def init_state(self, batch: int, context: ChunkContext, device: torch.device) -> StateT:
+    def check_context(self, context: ChunkContext) -> None:
+        """Raise ValueError (one line) if this encoder cannot run with ``context``."""
+        ...
+
+    def latency_frames(self, context: ChunkContext) -> int:
+        """Encoder frames of audio past a chunk's end needed before the chunk is final."""
+        ...
+
+    def forward(self, x: Tensor, x_lens: Tensor, context: ChunkContext) -> tuple[Tensor, Tensor]:
+        """Whole utterances (the masked computation): x (B, T, F), x_lens (B,) -> (B, T', D), (B,)."""
+        ...
+
+    def init_state(self, batch: int, context: ChunkContext, device: torch.device | str) -> StateT:
         """The state of ``batch`` streams that have seen nothing yet."""
         ...
 

@@ -21,18 +21,17 @@ Shape legend:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from echostream.encoders.base import ChunkContext
+from echostream.encoders.base import BATCH_DIM_1, ChunkContext, EncoderConfig, EncoderState
 from echostream.masks import chunk_attn_mask, chunk_conv_mask
 from echostream.nn.attention import ChunkRelPositionAttention
 from echostream.nn.convolution import ChunkConvolution
 from echostream.nn.feedforward import FeedForward
-from echostream.nn.normalization import GlobalCMVN
 from echostream.nn.positional import relative_position_table
 from echostream.nn.subsampling import (
     RATE,
@@ -44,9 +43,11 @@ from echostream.nn.subsampling import (
 
 
 @dataclass(frozen=True, kw_only=True)
-class ChunkFormerConfig:
+class ChunkFormerConfig(EncoderConfig):
     """Shape of a ChunkFormer encoder (names follow the released ``encoder_conf``)."""
 
+    TYPE = "chunkformer"
+    type: str = "chunkformer"
     input_dim: int = 80
     output_size: int = 256
     attention_heads: int = 4
@@ -62,6 +63,7 @@ class ChunkFormerConfig:
     attention_dropout_rate: float = 0.1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("input_dim", "output_size", "attention_heads", "linear_units", "num_blocks"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"encoder_conf.{name} must be positive, got {getattr(self, name)}")
@@ -83,61 +85,22 @@ class ChunkFormerConfig:
 
 
 @dataclass(frozen=True)
-class ChunkFormerState:
-    """Everything a ChunkFormer stream carries between calls. Never edited in place.
-
-    The tensors are batched over streams; :func:`stack_states` and :meth:`select` move between
-    one batched state and per-stream states.
-    """
+class ChunkFormerState(EncoderState):
+    """Everything a ChunkFormer stream carries between calls. Never edited in place."""
 
     context: ChunkContext
     feat_pending: Tensor  # (B, 14, F)        normalised feature frames not yet subsampled
     feat_pending_lens: Tensor  # (B,)
-    pending: Tensor  # (N, B, P, D)         layer inputs received but not yet consumed
-    pending_lens: Tensor  # (N, B)
-    att_cache: Tensor  # (N, B, L, H, 2*Dh)  keys/values of the L frames before each layer's offset
-    conv_cache: Tensor  # (N, B, K, D)        GLU outputs of the K frames before each layer's offset
-    offset: Tensor  # (N, B)              frames each layer has emitted so far
+    pending: Tensor = field(metadata=BATCH_DIM_1)  # (N, B, P, D)         layer inputs received but not yet consumed
+    pending_lens: Tensor = field(metadata=BATCH_DIM_1)  # (N, B)
+    att_cache: Tensor = field(metadata=BATCH_DIM_1)  # (N, B, L, H, 2*Dh)  keys/values of the L frames before each layer's offset
+    conv_cache: Tensor = field(metadata=BATCH_DIM_1)  # (N, B, K, D)        GLU outputs of the K frames before each layer's offset
+    offset: Tensor = field(metadata=BATCH_DIM_1)  # (N, B)              frames each layer has emitted so far
 
     @property
     def frames_emitted(self) -> Tensor:
         """(B,) encoder frames the encoder has emitted for each stream."""
         return self.offset[-1]
-
-    def select(self, index: int) -> ChunkFormerState:
-        """The state of stream ``index`` alone (batch of one)."""
-        i = slice(index, index + 1)
-        return replace(
-            self,
-            feat_pending=self.feat_pending[i],
-            feat_pending_lens=self.feat_pending_lens[i],
-            pending=self.pending[:, i],
-            pending_lens=self.pending_lens[:, i],
-            att_cache=self.att_cache[:, i],
-            conv_cache=self.conv_cache[:, i],
-            offset=self.offset[:, i],
-        )
-
-
-def stack_states(states: list[ChunkFormerState]) -> ChunkFormerState:
-    """Batch the states of several streams (same context) into one."""
-    if not states:
-        raise ValueError("stack_states needs at least one state")
-    context = states[0].context
-    if any(s.context != context for s in states):
-        raise ValueError("cannot batch streams with different chunk/context settings")
-    width = max(s.pending.shape[2] for s in states)
-    pending = [F.pad(s.pending, (0, 0, 0, width - s.pending.shape[2])) for s in states]
-    return ChunkFormerState(
-        context=context,
-        feat_pending=torch.cat([s.feat_pending for s in states]),
-        feat_pending_lens=torch.cat([s.feat_pending_lens for s in states]),
-        pending=torch.cat(pending, dim=1),
-        pending_lens=torch.cat([s.pending_lens for s in states], dim=1),
-        att_cache=torch.cat([s.att_cache for s in states], dim=1),
-        conv_cache=torch.cat([s.conv_cache for s in states], dim=1),
-        offset=torch.cat([s.offset for s in states], dim=1),
-    )
 
 
 @dataclass(frozen=True)
@@ -322,16 +285,18 @@ def _padded(rows: list[Tensor], width: int | None = None) -> tuple[Tensor, Tenso
 
 
 class ChunkFormerEncoder(nn.Module):
-    """CMVN, 8x subsampling, N ChunkFormer layers and a final norm.
+    """8x subsampling, N ChunkFormer layers and a final norm, on normalised features.
 
     ``forward`` encodes whole utterances; ``forward_chunk`` continues streams from a state. Both
     give the same frames for the same audio, whatever the split.
     """
 
+    subsampling = RATE
+    receptive_field = RECEPTIVE_FIELD
+
     def __init__(self, cfg: ChunkFormerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.global_cmvn = GlobalCMVN(cfg.input_dim)
         self.embed = DepthwiseStridingSubsampling(cfg.input_dim, cfg.output_size)
         self.embed_dropout = nn.Dropout(cfg.positional_dropout_rate)
         self.layers = nn.ModuleList([ChunkFormerLayer(cfg) for _ in range(cfg.num_blocks)])
@@ -342,6 +307,13 @@ class ChunkFormerEncoder(nn.Module):
 
     def output_size(self) -> int:
         return self.cfg.output_size
+
+    def output_lengths(self, x_lens: Tensor) -> Tensor:
+        """(B,) feature frames -> (B,) encoder frames: ``(n - 15) // 8 + 1``, 0 below 15."""
+        return torch.where(x_lens >= RECEPTIVE_FIELD, (x_lens - RECEPTIVE_FIELD) // RATE + 1, 0)
+
+    def check_context(self, context: ChunkContext) -> None:
+        """Any chunk, left and right context works."""
 
     def conv_lookahead_chunks(self, context: ChunkContext) -> int:
         """Chunks past a chunk whose attention output the chunk's convolution reads.
@@ -441,7 +413,7 @@ class ChunkFormerEncoder(nn.Module):
         """Feed more features to each stream and collect the encoder frames that became final.
 
         Args:
-            x: (B, T, F) new feature frames (not normalised), x_lens: (B,).
+            x: (B, T, F) new normalised feature frames, x_lens: (B,).
             state: the streams' state (batch B).
             final: (B,) True for streams whose input ends with these frames.
         Returns:
@@ -449,7 +421,7 @@ class ChunkFormerEncoder(nn.Module):
         """
         context = state.context
         c = context.chunk
-        new_feats = _ragged(self.global_cmvn(x), x_lens)
+        new_feats = _ragged(x, x_lens)
         feats = [
             torch.cat([p, f]) for p, f in zip(_ragged(state.feat_pending, state.feat_pending_lens), new_feats)
         ]

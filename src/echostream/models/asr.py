@@ -1,8 +1,10 @@
-"""The ASR model: an encoder, a CTC head, an optional attention decoder, and their losses.
+"""The ASR model: CMVN, an encoder, a CTC head, an optional attention decoder, and their losses.
 
 Training and inference run the same encoder computation: :meth:`ASRModel.loss` calls
-``encoder.forward(x, x_lens, context)``, the masked batch that batch and long-form inference use,
-for the ``ChunkContext`` a :class:`ContextSampler` draws for the batch (limited-context training).
+``encoder.forward(x, x_lens, context)``, the masked computation that batch and long-form inference
+continue with ``forward_chunk``, for the ``ChunkContext`` a context sampler draws for the batch
+(limited-context training). CMVN and the heads belong to the model; the encoder is any
+registered one (``models/build.py``) and is never named here.
 
 Shape legend: B batch, T feature frames, F bins, T' encoder frames, D model dim, V vocabulary,
 S target tokens.
@@ -10,13 +12,13 @@ S target tokens.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor, nn
 
-from echostream.encoders.base import ChunkContext
-from echostream.encoders.chunkformer import ChunkFormerConfig, ChunkFormerEncoder
+from echostream.encoders.base import ChunkContext, EncoderConfig, EncoderState
+from echostream.encoders.chunkformer import ChunkFormerConfig
 from echostream.heads.attention_decoder import AttentionDecoder, AttentionDecoderConfig
 from echostream.heads.ctc import CTCHead
 from echostream.heads.losses import (
@@ -26,7 +28,10 @@ from echostream.heads.losses import (
     ctc_loss,
     label_smoothing_loss,
 )
-from echostream.nn.subsampling import subsampled_length
+from echostream.nn.normalization import GlobalCMVN
+
+KNOWN_ENCODER_CONFIGS = (ChunkFormerConfig,)
+"""Imported here so that a config's ``encoder.type`` can name any of them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +39,7 @@ class ASRModelConfig:
     """An encoder configuration, the output vocabulary, the attention decoder (if any) and the
     loss weights. ``<sos>``/``<eos>`` is the last vocabulary id."""
 
-    encoder: ChunkFormerConfig
+    encoder: EncoderConfig
     vocab_size: int
     blank_id: int = 0
     decoder: AttentionDecoderConfig | None = None
@@ -48,10 +53,10 @@ class ASRModelConfig:
         if self.decoder is not None:
             if self.blank_id == self.vocab_size - 1:
                 raise ValueError(f"blank_id {self.blank_id} is also <sos/eos> (the last id)")
-            if self.encoder.output_size % self.decoder.attention_heads:
+            if self.encoder_dim % self.decoder.attention_heads:
                 raise ValueError(
                     f"decoder_conf.attention_heads {self.decoder.attention_heads} does not divide "
-                    f"encoder_conf.output_size {self.encoder.output_size}"
+                    f"the encoder's output size {self.encoder_dim}"
                 )
             if self.loss.reverse_weight > 0.0 and not self.decoder.bidirectional:
                 raise ValueError(
@@ -59,25 +64,56 @@ class ASRModelConfig:
                     "no right-to-left direction"
                 )
 
+    @property
+    def encoder_dim(self) -> int:
+        """The encoder's output size D."""
+        return int(self.encoder.output_size)  # type: ignore[attr-defined]
+
+    @property
+    def input_dim(self) -> int:
+        """Feature bins F the encoder takes."""
+        return int(self.encoder.input_dim)  # type: ignore[attr-defined]
+
 
 class ASRModel(nn.Module):
-    """Encoder + CTC head (+ attention decoder). ``forward`` gives CTC log-probabilities."""
+    """CMVN + encoder + CTC head (+ attention decoder). ``forward`` gives CTC log-probabilities.
 
-    def __init__(self, cfg: ASRModelConfig, encoder: ChunkFormerEncoder) -> None:
+    Drivers (long-form, Recognizer, server) use :meth:`init_state` and :meth:`forward_chunk`;
+    they never touch the encoder's internals.
+    """
+
+    def __init__(self, cfg: ASRModelConfig, encoder: nn.Module) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = encoder
-        self.ctc = CTCHead(cfg.encoder.output_size, cfg.vocab_size, cfg.blank_id)
+        self.cmvn = GlobalCMVN(cfg.input_dim)
+        self.encoder: Any = encoder  # a StreamingEncoder (models/build.py)
+        self.ctc = CTCHead(cfg.encoder_dim, cfg.vocab_size, cfg.blank_id)
         self.decoder = (
-            AttentionDecoder(cfg.decoder, cfg.vocab_size, cfg.encoder.output_size)
+            AttentionDecoder(cfg.decoder, cfg.vocab_size, cfg.encoder_dim)
             if cfg.decoder is not None
             else None
         )
 
+    def encode(self, x: Tensor, x_lens: Tensor, context: ChunkContext) -> tuple[Tensor, Tensor]:
+        """Raw features (B, T, F), (B,) -> encoder output (B, T', D), (B,)."""
+        self.encoder.check_context(context)
+        return self.encoder(self.cmvn(x), x_lens, context)  # type: ignore[no-any-return]
+
     def forward(self, x: Tensor, x_lens: Tensor, context: ChunkContext) -> tuple[Tensor, Tensor]:
         """x: (B, T, F), x_lens: (B,) -> log-probs (B, T', V), lengths (B,)."""
-        y, y_lens = self.encoder(x, x_lens, context)
+        y, y_lens = self.encode(x, x_lens, context)
         return self.ctc(y), y_lens
+
+    def init_state(self, batch: int, context: ChunkContext, device: Any = "cpu") -> EncoderState:
+        """The encoder state of ``batch`` new streams (``context`` is checked here)."""
+        self.encoder.check_context(context)
+        return self.encoder.init_state(batch, context, device)  # type: ignore[no-any-return]
+
+    def forward_chunk(
+        self, x: Tensor, x_lens: Tensor, state: EncoderState, final: Tensor
+    ) -> tuple[Tensor, Tensor, EncoderState]:
+        """More raw features of each stream (see ``StreamingEncoder.forward_chunk``)."""
+        return self.encoder.forward_chunk(self.cmvn(x), x_lens, state, final)  # type: ignore[no-any-return]
 
     def loss(
         self, x: Tensor, x_lens: Tensor, ys: Tensor, ys_lens: Tensor, context: ChunkContext
@@ -90,7 +126,7 @@ class ASRModel(nn.Module):
             context: the chunk/context to encode with (e.g. drawn by a ContextSampler).
         """
         cfg = self.cfg.loss
-        y, y_lens = self.encoder(x, x_lens, context)  # (B, T', D), (B,)
+        y, y_lens = self.encode(x, x_lens, context)  # (B, T', D), (B,)
         ctc = None
         if cfg.ctc_weight > 0.0:
             ctc = ctc_loss(self.ctc(y), y_lens, ys, ys_lens, self.cfg.blank_id)
@@ -106,56 +142,3 @@ class ASRModel(nn.Module):
             if r_logits is not None and r_targets is not None:
                 r2l = label_smoothing_loss(r_logits, r_targets, cfg.lsm_weight, cfg.length_normalized_loss)
         return combine_losses(cfg, ctc, l2r, r2l)
-
-
-def encoder_lengths(x_lens: Tensor) -> list[int]:
-    """Encoder frames each utterance of ``x_lens`` (B,) feature frames gives."""
-    return [subsampled_length(int(n)) for n in x_lens.tolist()]
-
-
-def full_context(max_frames: int) -> ChunkContext:
-    """A context under which every frame attends to its whole utterance.
-
-    One chunk spans the longest utterance (``max_frames`` encoder frames), so each utterance is a
-    single chunk; ``left = right = 0`` since there is nothing outside it. The masked batch then
-    masks only the frames past each utterance's end: unrestricted attention, and a convolution
-    that sees the whole utterance (zeros outside it), as in full-context training.
-    """
-    return ChunkContext(chunk=max(1, max_frames), left=0, right=0)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ContextSampler:
-    """The (chunk, left, right) sets limited-context training draws from, one draw per batch.
-
-    Sizes are in encoder frames. A chunk size of ``None`` means full context (see
-    :func:`full_context`); left and right sizes are then not drawn. With ``right_below_chunk``
-    only right sizes smaller than the chunk are drawn (ChunkFormer's ``streaming`` training).
-    """
-
-    chunk_sizes: tuple[int | None, ...] = (None, 16, 32, 64)
-    left_sizes: tuple[int, ...] = (16, 32, 64, 128)
-    right_sizes: tuple[int, ...] = (0, 8, 16, 32)
-    right_below_chunk: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("chunk_sizes", "left_sizes", "right_sizes"):
-            if not getattr(self, name):
-                raise ValueError(f"ContextSampler.{name} is empty")
-        if any(c is not None and c <= 0 for c in self.chunk_sizes):
-            raise ValueError(f"ContextSampler.chunk_sizes must be positive or None, got {self.chunk_sizes}")
-        if any(s < 0 for s in self.left_sizes + self.right_sizes):
-            raise ValueError("ContextSampler left_sizes and right_sizes must be >= 0")
-        if self.right_below_chunk:
-            for chunk in self.chunk_sizes:
-                if chunk is not None and not any(r < chunk for r in self.right_sizes):
-                    raise ValueError(f"ContextSampler: no right size is below chunk size {chunk}")
-
-    def draw(self, rng: random.Random, max_frames: int) -> ChunkContext:
-        """The context of one batch whose longest utterance has ``max_frames`` encoder frames."""
-        chunk = rng.choice(self.chunk_sizes)
-        if chunk is None:
-            return full_context(max_frames)
-        left = rng.choice(self.left_sizes)
-        rights = [r for r in self.right_sizes if r < chunk] if self.right_below_chunk else self.right_sizes
-        return ChunkContext(chunk=chunk, left=left, right=rng.choice(rights))

@@ -39,7 +39,9 @@ from echostream.text.vocab import Vocabulary, VocabularyError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the encoder config carries its ``type`` and CMVN is the model's (``cmvn.*``). Version 1 files
+(ChunkFormer only, CMVN under ``encoder.global_cmvn.*``) are migrated on load."""
 RELEASED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.pt", "pytorch_model.ckpt")
 
 
@@ -54,6 +56,18 @@ class ModelBundle:
     model: ASRModel
     vocab: Vocabulary
     fbank: FbankConfig
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per encoder frame (80 ms for ChunkFormer's 8x subsampling of 10 ms features)."""
+        return self.fbank.frame_shift_ms * self.model.encoder.subsampling / 1000.0  # type: ignore[no-any-return]
+
+    @property
+    def token_time_offset(self) -> float:
+        """Where a token emitted at encoder frame j is placed after ``j * frame_seconds``: the
+        centre of the audio that frame sees (82.5 ms for ChunkFormer's 15 feature frames)."""
+        fbank, field = self.fbank, self.model.encoder.receptive_field
+        return ((field - 1) * fbank.frame_shift_ms + fbank.frame_length_ms) / 2000.0  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +116,9 @@ def _encoder_config(conf: dict[str, Any], input_dim: int, where: str) -> ChunkFo
     values = _section_values(
         renamed, "encoder_conf", _ENCODER_FIELDS, _REQUIRED_VALUES, _TRAINING_ONLY, where
     )
-    return _section_config(ChunkFormerConfig, {"input_dim": input_dim, **values}, "encoder_conf", where)
+    return _section_config(  # type: ignore[no-any-return]
+        ChunkFormerConfig, {"type": ChunkFormerConfig.TYPE, "input_dim": input_dim, **values}, "encoder_conf", where
+    )
 
 
 def _section_values(
@@ -285,6 +301,7 @@ def _released_config(folder: Path) -> tuple[ASRModelConfig, FbankConfig]:
 
 # released prefix -> echostream prefix ("{}" stands for a layer index)
 _ENCODER_PREFIXES = [
+    ("encoder.global_cmvn.", "cmvn."),
     ("encoder.encoders.{}.", "encoder.layers.{}."),
     ("encoder.embed.conv.0.", "encoder.embed.conv_in."),
     ("encoder.embed.conv.2.", "encoder.embed.depthwise_1."),
@@ -368,7 +385,7 @@ def _convert_released_weights(
         reason = next((why for pattern, why in skip_rules if pattern.search(name)), None)
         if reason is not None:
             if reason == _DECODER_PE_REASON:
-                _check_positional_table(name, tensor, model.cfg.encoder.output_size, where)
+                _check_positional_table(name, tensor, model.cfg.encoder_dim, where)
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
         ours = _rename(name, to_ours=True, prefixes=prefixes)
@@ -451,10 +468,10 @@ def load_released_folder(folder: str | Path) -> ModelBundle:
         )
     model = build_model(model_cfg)
     converted, skipped = _convert_released_weights(state, model, str(weights))
-    cmvn_names = ("encoder.global_cmvn.mean", "encoder.global_cmvn.istd")
+    cmvn_names = ("cmvn.mean", "cmvn.istd")
     if not all(n in converted for n in cmvn_names):
         cmvn_file = _released_cmvn_file(folder)
-        dim = model_cfg.encoder.input_dim
+        dim = model_cfg.input_dim
         if cmvn_file is None:  # cmvn: null - features are used as they are (the identity)
             mean, istd = np.zeros(dim, np.float32), np.ones(dim, np.float32)
         elif not cmvn_file.is_file():
@@ -500,10 +517,15 @@ def load_checkpoint(path: str | Path) -> ModelBundle:
     for key in ("version", "config", "model", "vocab", "fbank"):
         if key not in payload:
             raise CheckpointError(f"{path}: not an echostream checkpoint ({key!r} is missing)")
-    if payload["version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload['version']} is not supported")
+    version, config, state = payload["version"], payload["config"], payload["model"]
+    if version == 1:
+        config, state = _migrate_v1(config, state, path)
+    elif version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {version!r} is not supported (1 or {FORMAT_VERSION})")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: 'model' is not a state dict")
     try:
-        model_cfg = from_dict(ASRModelConfig, payload["config"], f"{path}: config")
+        model_cfg = from_dict(ASRModelConfig, config, f"{path}: config")
         fbank = from_dict(FbankConfig, payload["fbank"], f"{path}: fbank")
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
@@ -511,5 +533,19 @@ def load_checkpoint(path: str | Path) -> ModelBundle:
     if len(vocab) != model_cfg.vocab_size:
         raise CheckpointError(f"{path}: vocabulary has {len(vocab)} tokens, config says {model_cfg.vocab_size}")
     model = build_model(model_cfg)
-    _check_and_load(model, payload["model"], str(path))
+    _check_and_load(model, state, str(path))
     return ModelBundle(model=model.eval(), vocab=vocab, fbank=fbank)
+
+
+def _migrate_v1(config: Any, state: Any, path: Path) -> tuple[Any, Any]:
+    """A version 1 checkpoint as version 2: its encoder was a ChunkFormer (the only one then),
+    and CMVN moves from the encoder to the model."""
+    if not isinstance(config, dict) or not isinstance(config.get("encoder"), dict):
+        raise CheckpointError(f"{path}: config.encoder is missing")
+    if "type" in config["encoder"]:
+        raise CheckpointError(f"{path}: a version 1 checkpoint with an encoder type; it is damaged")
+    config = {**config, "encoder": {"type": ChunkFormerConfig.TYPE, **config["encoder"]}}
+    if isinstance(state, dict):
+        state = {("cmvn." + k.removeprefix("encoder.global_cmvn.")) if k.startswith("encoder.global_cmvn.") else k: v
+                 for k, v in state.items()}
+    return config, state

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 
-from echostream.nn.subsampling import RATE
 from echostream.runtime import release_free_memory
 from echostream.server import protocol
 from echostream.streaming.recognizer import Recognizer, Stream, StreamResult
@@ -135,7 +134,7 @@ class Batcher:
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="echostream-decode")
         self._steps = 0
-        self._frame_seconds = recognizer.model.bundle.fbank.frame_shift_ms * RATE / 1000.0
+        self._frame_seconds = recognizer.model.bundle.frame_seconds
         self._feed_seconds = recognizer.context.chunk * self._frame_seconds  # per session and step
 
     # ---------------------------------------------------------------------- connection side

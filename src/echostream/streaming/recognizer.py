@@ -47,13 +47,10 @@ import soxr
 import torch
 
 from echostream.audio import AudioError, check_sample_rate, normalize_samples
-from echostream.encoders.base import user_context
-from echostream.encoders.chunkformer import ChunkFormerState, stack_states
+from echostream.encoders.base import STREAMING_CONTEXT, EncoderState, stack_states, user_context
 from echostream.frontend.fbank import FbankConfig, FbankState, fbank_step, init_fbank_state
 from echostream.heads.ctc import collapse_ctc
 from echostream.model import Model
-from echostream.nn.subsampling import RATE
-from echostream.streaming.longform import token_time_offset
 from echostream.text.vocab import Vocabulary
 from echostream.transcript import Token, token_time
 
@@ -111,14 +108,14 @@ class Stream:
     """
 
     def __init__(
-        self, state: ChunkFormerState, fbank: FbankConfig, vocab: Vocabulary, blank_id: int,
-        time_offset: float = 0.0,
+        self, state: EncoderState, fbank: FbankConfig, vocab: Vocabulary, blank_id: int, *,
+        frame_seconds: float, time_offset: float = 0.0,
     ) -> None:
         self._fbank_cfg = fbank
         self._time_offset = time_offset
         self._vocab = vocab
         self._blank_id = blank_id
-        self._frame_seconds = fbank.frame_shift_ms * RATE / 1000.0
+        self._frame_seconds = frame_seconds
         self._input_rate: int | None = None
         self._resampler: soxr.ResampleStream | None = None
         self._fbank: FbankState = init_fbank_state()
@@ -262,20 +259,22 @@ class Recognizer:
         self,
         model: Model,
         *,
-        chunk_size: int = 8,
-        left_context: int = 32,
-        right_context: int = 0,
+        chunk_size: int = STREAMING_CONTEXT.chunk,
+        left_context: int = STREAMING_CONTEXT.left,
+        right_context: int = STREAMING_CONTEXT.right,
         endpoint: EndpointConfig | None = None,
         provisional_tail: bool = True,
         keep_log_probs: bool = False,
     ) -> None:
         self.model = model
         self.context = user_context(chunk_size, left_context, right_context)
+        encoder = model.bundle.model.encoder
+        encoder.check_context(self.context)
         self.endpoint = endpoint if endpoint is not None else EndpointConfig()
         self.provisional_tail = provisional_tail
         self.keep_log_probs = keep_log_probs
-        encoder = model.bundle.model.encoder
         self._tail_needed = encoder.latency_frames(self.context) > 0
+        self._chunk_features = self.context.chunk * encoder.subsampling  # feature frames of a chunk
 
     @property
     def latency_seconds(self) -> float:
@@ -283,12 +282,13 @@ class Recognizer:
         waits for (seconds). The hypothesis shows a provisional tail sooner."""
         encoder = self.model.bundle.model.encoder
         frames = self.context.chunk + encoder.latency_frames(self.context)
-        return frames * self.model.bundle.fbank.frame_shift_ms * RATE / 1000.0
+        return frames * self.model.bundle.frame_seconds  # type: ignore[no-any-return]
 
     def create_stream(self) -> Stream:
         bundle = self.model.bundle
-        state = bundle.model.encoder.init_state(1, self.context, self.model.device)
-        return Stream(state, bundle.fbank, bundle.vocab, bundle.model.cfg.blank_id, token_time_offset(bundle))
+        state = bundle.model.init_state(1, self.context, self.model.device)
+        return Stream(state, bundle.fbank, bundle.vocab, bundle.model.cfg.blank_id,
+                      frame_seconds=bundle.frame_seconds, time_offset=bundle.token_time_offset)
 
     def is_ready(self, stream: Stream) -> bool:
         """True when the stream has a chunk's worth of new audio, or its final flush is due."""
@@ -296,7 +296,7 @@ class Recognizer:
             return False
         if stream.input_done:
             return True
-        return stream.buffered_frames >= self.context.chunk * RATE
+        return stream.buffered_frames >= self._chunk_features
 
     def decode_stream(self, stream: Stream) -> None:
         self.decode_streams([stream])
@@ -317,7 +317,7 @@ class Recognizer:
         x_lens = torch.tensor([f.shape[0] for f in feats], device=device)
         final = torch.tensor([s.input_done for s in ready], device=device)
         with torch.inference_mode():
-            y, y_lens, state = model.encoder.forward_chunk(x, x_lens, stack_states([s.state for s in ready]), final)
+            y, y_lens, state = model.forward_chunk(x, x_lens, stack_states([s.state for s in ready]), final)
             log_probs = model.ctc(y)  # (B, T', V)
             labels = log_probs.argmax(dim=-1)  # (B, T')
             tails: list[list[int]] = [[] for _ in ready]
@@ -325,7 +325,7 @@ class Recognizer:
             if self.provisional_tail and self._tail_needed and unfinished:
                 pending = stack_states([state.select(i) for i in unfinished])
                 empty = x.new_zeros((len(unfinished), 0, x.shape[2]))
-                t, t_lens, _ = model.encoder.forward_chunk(
+                t, t_lens, _ = model.forward_chunk(
                     empty, torch.zeros(len(unfinished), dtype=torch.long, device=device), pending,
                     torch.ones(len(unfinished), dtype=torch.bool, device=device),
                 )

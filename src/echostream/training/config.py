@@ -20,13 +20,13 @@ from typing import Any
 import yaml
 
 from echostream.config import ConfigError, from_dict, load_yaml, to_dict
-from echostream.encoders.base import ChunkContext, user_context
-from echostream.encoders.chunkformer import ChunkFormerConfig
+from echostream.encoders.base import OFFLINE_CONTEXT, ChunkContext, EncoderConfig, user_context
 from echostream.frontend.fbank import FbankConfig
 from echostream.frontend.specaugment import SpecAugmentConfig
 from echostream.heads.attention_decoder import AttentionDecoderConfig
 from echostream.heads.losses import LossConfig
-from echostream.models.asr import ContextSampler
+from echostream.models import build as _encoders  # noqa: F401 - registers every encoder's config type
+from echostream.training.context import ContextSampler
 from echostream.training.sampler import SamplerConfig
 from echostream.training.schedule import ScheduleConfig
 
@@ -39,16 +39,16 @@ class ModelShape:
     """A new model: its network, loss weights and front end. The vocabulary (size, ``<blank>`` = 0,
     ``<sos/eos>`` last) comes from the tokenizer; the CMVN statistics from the training data."""
 
-    encoder: ChunkFormerConfig
+    encoder: EncoderConfig  # any registered encoder, named by its ``type``
     decoder: AttentionDecoderConfig | None = None
     loss: LossConfig = field(default_factory=LossConfig)
     fbank: FbankConfig = field(default_factory=FbankConfig)
 
     def __post_init__(self) -> None:
-        if self.fbank.num_mel_bins != self.encoder.input_dim:
+        input_dim = self.encoder.input_dim  # type: ignore[attr-defined]
+        if self.fbank.num_mel_bins != input_dim:
             raise ValueError(
-                f"model.fbank.num_mel_bins {self.fbank.num_mel_bins} != "
-                f"model.encoder.input_dim {self.encoder.input_dim}"
+                f"model.fbank.num_mel_bins {self.fbank.num_mel_bins} != model.encoder.input_dim {input_dim}"
             )
 
 
@@ -129,9 +129,9 @@ class ValidationConfig:
 
     every_steps: int = 1000
     at_start: bool = False
-    chunk_size: int = 64
-    left_context: int = 128
-    right_context: int = 128
+    chunk_size: int = OFFLINE_CONTEXT.chunk
+    left_context: int = OFFLINE_CONTEXT.left
+    right_context: int = OFFLINE_CONTEXT.right
     metric: str = "wer"
     max_batch_seconds: float = 200.0
 

@@ -34,7 +34,6 @@ from echostream.model import load_model
 from echostream.models.asr import ASRModel, ASRModelConfig
 from echostream.models.build import build_model
 from echostream.models.checkpoint import ModelBundle, load_checkpoint, save_checkpoint
-from echostream.nn.subsampling import subsampled_length
 from echostream.text.normalize import DEFAULT_NORMALIZER, NormalizerConfig
 from echostream.text.tokenizer import (
     Tokenizer,
@@ -291,7 +290,8 @@ class _Run:
 
     def context(self, batch: Batch) -> ChunkContext:
         """The batch's chunk/context, drawn from its key (the same on every rank and on resume)."""
-        longest = max((subsampled_length(int(n)) for n in batch.feat_lens.tolist()), default=1)
+        frames = self.model.encoder.output_lengths(batch.feat_lens)
+        longest = int(frames.max()) if len(frames) else 1
         rng = random.Random(f"{self.cfg.seed}:context:{batch.key.epoch}:{batch.key.position}")
         return self.cfg.context.draw(rng, max(1, longest))
 
@@ -554,8 +554,8 @@ def _train(
     if setup.new_model:
         mean, istd = cmvn_statistics(train_examples, setup.fbank, cfg.data.cmvn_utterances)
         with torch.no_grad():
-            setup.model.encoder.global_cmvn.mean.copy_(mean)
-            setup.model.encoder.global_cmvn.istd.copy_(istd)
+            setup.model.cmvn.mean.copy_(mean)
+            setup.model.cmvn.istd.copy_(istd)
     parameters = sum(p.numel() for p in setup.model.parameters())
     say(
         f"model: {parameters / 1e6:.2f} M parameters, vocabulary {setup.tokenizer.vocab_size}; "
