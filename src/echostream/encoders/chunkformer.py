@@ -332,8 +332,17 @@ class ChunkFormerEncoder(nn.Module):
         return self.conv_lookahead_chunks(context) * context.chunk + context.right
 
     def latency_frames(self, context: ChunkContext) -> int:
-        """Encoder frames of audio past a chunk's end needed before the chunk is final."""
-        return self.cfg.num_blocks * self.layer_lookahead(context)
+        """Encoder frames of audio past a chunk's end needed before the chunk is final.
+
+        A layer commits whole chunks, each once ``layer_lookahead`` frames past it are in, so the
+        layer below must have committed that many more frames, rounded up to whole chunks
+        (``num_blocks * layer_lookahead`` when the lookahead is a multiple of the chunk).
+        """
+        c, lookahead = context.chunk, self.layer_lookahead(context)
+        need = c  # frames the last layer must commit
+        for _ in range(self.cfg.num_blocks):
+            need = -(-need // c) * c + lookahead  # frames this layer's input must hold
+        return need - c
 
     def _plan(self, available: int, final: bool, context: ChunkContext) -> tuple[int, int, int]:
         """For one stream at one layer: frames to commit, chunks to run, chunks to project to
