@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from echostream.encoders.base import ChunkContext, EncoderConfig, EncoderState
 from echostream.encoders.chunkformer import ChunkFormerConfig
+from echostream.encoders.emformer import EmformerConfig
 from echostream.heads.attention_decoder import AttentionDecoder, AttentionDecoderConfig
 from echostream.heads.ctc import CTCHead
 from echostream.heads.losses import (
@@ -30,7 +31,7 @@ from echostream.heads.losses import (
 )
 from echostream.nn.normalization import GlobalCMVN
 
-KNOWN_ENCODER_CONFIGS = (ChunkFormerConfig,)
+KNOWN_ENCODER_CONFIGS = (ChunkFormerConfig, EmformerConfig)
 """Imported here so that a config's ``encoder.type`` can name any of them."""
 
 

@@ -10,10 +10,12 @@ from torch import nn
 
 from echostream.encoders.base import EncoderConfig
 from echostream.encoders.chunkformer import ChunkFormerConfig, ChunkFormerEncoder
+from echostream.encoders.emformer import EmformerConfig, EmformerEncoder
 from echostream.models.asr import ASRModel, ASRModelConfig
 
 ENCODERS: dict[str, tuple[type[EncoderConfig], type[nn.Module]]] = {
     ChunkFormerConfig.TYPE: (ChunkFormerConfig, ChunkFormerEncoder),
+    EmformerConfig.TYPE: (EmformerConfig, EmformerEncoder),
 }
 
 

@@ -1,0 +1,357 @@
+"""The Emformer encoder (Shi et al., ICASSP 2021): segments, a left-context key/value cache, a
+memory bank, and a right context that does not grow with depth.
+
+Input frames (4 stacked 10 ms feature frames, 40 ms) are cut into *segments* of ``C`` frames. At
+every layer, segment k is computed from:
+
+- its own ``C`` rows and a *right-context block* of ``R`` rows: the layer input of the ``R``
+  frames after the segment. Layer n's block is layer n-1's output for the block (computed
+  alongside segment k), never layer n-1's output of segment k+1, so look-ahead stays ``R`` frames
+  however deep the stack is;
+- the keys/values of the ``L`` segment rows before it at this layer (the left-context cache);
+- a memory bank of ``M`` vectors, one per earlier segment: at layer 0 the mean of each segment's
+  input; at layer n > 0 the (clamped) attention output of a *summary query* (the mean of the
+  segment's rows) at layer n-1. The summary attends to its segment and right context only.
+
+Each layer: pre-norm attention over [memory, left, segment, right context] with a clipped
+relative-position bias (memory keys have none), pre-norm feed-forward; a final norm after the
+stack. Segment queries and block queries attend to the same keys.
+
+One computation serves training and streaming: ``forward`` is ``forward_chunk`` on a fresh state
+with every stream final, which computes all segments of all utterances of the batch at once per
+layer (the masked batch). Streaming runs a segment once ``C + R`` frames are there; the cache, the
+memory bank and the frames not yet consumed are the state, so feeding a stream in pieces of any
+size gives the same frames as feeding it whole.
+
+Shape legend:
+    B streams   N layers   T feature frames   F feature bins   D model dim   H heads
+    C segment (chunk), L left context, R right context, M memory size (frames of 40 ms)
+    S segments computed in one call   Q = R + C + 1 queries   K = M + L + C + R keys
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from echostream.encoders.base import BATCH_DIM_1, ChunkContext, EncoderConfig, EncoderState
+from echostream.nn.feedforward import FeedForward
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmformerConfig(EncoderConfig):
+    """Shape of an Emformer encoder."""
+
+    TYPE = "emformer"
+    type: str = "emformer"
+    input_dim: int = 80
+    output_size: int = 256
+    attention_heads: int = 4
+    linear_units: int = 1024
+    num_blocks: int = 12
+    frame_stack: int = 4  # feature frames stacked into one encoder frame (40 ms)
+    memory_size: int = 4  # M: memory vectors (earlier segments) each segment attends to
+    memory_clamp: float = 10.0  # memory vectors are clamped to [-c, c] (0: not clamped)
+    max_relative_position: int = 32  # relative positions beyond +-P share a bias (0: no bias)
+    activation_type: str = "gelu"
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("input_dim", "output_size", "attention_heads", "linear_units", "num_blocks", "frame_stack"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"encoder.{name} must be positive, got {getattr(self, name)}")
+        for name in ("memory_size", "max_relative_position"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"encoder.{name} must be >= 0, got {getattr(self, name)}")
+        if self.memory_clamp < 0:
+            raise ValueError(f"encoder.memory_clamp must be >= 0, got {self.memory_clamp}")
+        if self.output_size % self.attention_heads:
+            raise ValueError(
+                f"encoder.output_size {self.output_size} is not divisible by attention_heads {self.attention_heads}"
+            )
+        if self.activation_type not in ("swish", "relu", "gelu"):
+            raise ValueError(f"encoder.activation_type {self.activation_type!r} is not one of swish, relu, gelu")
+
+
+@dataclass(frozen=True)
+class EmformerState(EncoderState):
+    """Everything an Emformer stream carries between calls. Never edited in place."""
+
+    context: ChunkContext
+    feat_pending: Tensor  # (B, P0, F)  feature frames not yet stacked (P0 < frame_stack)
+    feat_pending_lens: Tensor  # (B,)
+    frames: Tensor  # (B, P, D)  layer-0 input from the next segment's start on
+    frames_lens: Tensor  # (B,)
+    left_kv: Tensor = field(metadata=BATCH_DIM_1)  # (N, B, L, 2D)  keys/values of the last L segment rows per layer
+    memory: Tensor = field(metadata=BATCH_DIM_1)  # (N, B, M, D)   memory vectors of the last M segments per layer
+    segments: Tensor  # (B,) segments emitted
+
+
+@dataclass(frozen=True)
+class _Segments:
+    """The segments one call computes, and where their rows come from (index tensors)."""
+
+    stream: Tensor  # (S,) stream of each segment
+    index: Tensor  # (S,) segment number in its stream
+    local: Tensor  # (S,) segment number within this call
+    s_valid: Tensor  # (S, C) segment rows before the stream's end
+    rc_valid: Tensor  # (S, R) right-context rows before the stream's end
+    counts: list[int]  # segments per stream
+
+
+class EmformerLayer(nn.Module):
+    """Attention over [memory, left, segment, right context] and a feed-forward, both pre-norm."""
+
+    def __init__(self, cfg: EmformerConfig) -> None:
+        super().__init__()
+        d, self.heads = cfg.output_size, cfg.attention_heads
+        self.head_dim = d // cfg.attention_heads
+        self.norm_attn = nn.LayerNorm(d)
+        self.query = nn.Linear(d, d)
+        self.key_value = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(d, d)
+        self.norm_ff = nn.LayerNorm(d)
+        self.feed_forward = FeedForward(d, cfg.linear_units, cfg.dropout_rate, cfg.activation_type)
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+        self.attention_dropout = cfg.attention_dropout_rate
+        self.clamp = cfg.memory_clamp
+        self.max_relative = cfg.max_relative_position
+        self.relative_bias = (
+            nn.Parameter(torch.zeros(cfg.attention_heads, 2 * cfg.max_relative_position + 1))
+            if cfg.max_relative_position > 0 else None
+        )
+
+    def position_bias(self, context: ChunkContext, device: torch.device) -> Tensor | None:
+        """(H, R + C, L + C + R) bias of segment/block queries for left/segment/block keys."""
+        if self.relative_bias is None:
+            return None
+        c, left, right = context.chunk, context.left, context.right
+        queries = torch.cat([torch.arange(c, c + right), torch.arange(c)])  # block rows, then segment rows
+        keys = torch.arange(-left, c + right)
+        distance = (keys.view(1, -1) - queries.view(-1, 1)).clamp(-self.max_relative, self.max_relative)
+        return self.relative_bias[:, (distance + self.max_relative).to(device)]
+
+    def prepare(self, seg: Tensor, block: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """The normed queries' input and the keys/values of the rows of S segments.
+
+        Args:
+            seg: (S, C, D), block: (S, R, D) layer input; valid: (S, C) segment rows that exist.
+        Returns:
+            h: (S, Q, D) normed [block, segment, summary] rows; kv: (S, C + R, 2D) keys/values of
+            [segment, block] (the segment's go to the left-context cache).
+        """
+        r, c = block.shape[1], seg.shape[1]
+        summary = (seg * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)  # (S, D)
+        h = self.norm_attn(torch.cat([block, seg, summary.unsqueeze(1)], dim=1))  # (S, Q, D)
+        return h, self.key_value(torch.cat([h[:, r : r + c], h[:, :r]], dim=1))
+
+    def forward(
+        self, seg: Tensor, block: Tensor, h: Tensor, kv: Tensor, memory: Tensor, left_kv: Tensor,
+        mask: Tensor, bias: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One layer over S segments, after :meth:`prepare`.
+
+        Args:
+            seg, block: the layer input; h, kv: from :meth:`prepare`; memory: (S, M, D) each
+            segment's memory; left_kv: (S, L, 2D) keys/values of its left context;
+            mask: (S, Q, K) True where a query may attend; bias: (H, R + C, L + C + R) or None.
+        Returns:
+            segment output (S, C, D), block output (S, R, D), and the memory vectors the
+            summaries give the layer above (S, D).
+        """
+        s, c, d = seg.shape
+        r, m = block.shape[1], memory.shape[1]
+        keys_values = torch.cat([self.key_value(memory), left_kv, kv], dim=1)  # (S, K, 2D)
+        q = self.query(h).view(s, h.shape[1], self.heads, self.head_dim).transpose(1, 2)  # (S, H, Q, Dh)
+        k, v = keys_values.view(s, keys_values.shape[1], self.heads, 2 * self.head_dim).transpose(1, 2).chunk(2, dim=-1)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (S, H, Q, K)
+        if bias is not None:
+            scores = torch.cat([
+                torch.cat([scores[:, :, : r + c, :m], scores[:, :, : r + c, m:] + bias], dim=-1),
+                scores[:, :, r + c :],
+            ], dim=2)
+        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+        weights = F.dropout(torch.softmax(scores, dim=-1), self.attention_dropout, self.training)
+        attended = self.out(torch.matmul(weights, v).transpose(1, 2).reshape(s, h.shape[1], d))  # (S, Q, D)
+        rows = torch.cat([block, seg], dim=1) + self.dropout(attended[:, : r + c])
+        rows = rows + self.dropout(self.feed_forward(self.norm_ff(rows)))
+        memory_out = attended[:, -1]
+        if self.clamp > 0:
+            memory_out = memory_out.clamp(-self.clamp, self.clamp)
+        return rows[:, r:], rows[:, :r], memory_out
+
+
+class EmformerEncoder(nn.Module):
+    """Frame stacking + linear projection, N Emformer layers, a final norm."""
+
+    def __init__(self, cfg: EmformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.subsampling = cfg.frame_stack
+        self.receptive_field = cfg.frame_stack
+        self.embed = nn.Linear(cfg.frame_stack * cfg.input_dim, cfg.output_size)
+        self.embed_dropout = nn.Dropout(cfg.dropout_rate)
+        self.layers = nn.ModuleList([EmformerLayer(cfg) for _ in range(cfg.num_blocks)])
+        self.after_norm = nn.LayerNorm(cfg.output_size)
+
+    def output_size(self) -> int:
+        return self.cfg.output_size
+
+    def output_lengths(self, x_lens: Tensor) -> Tensor:
+        """(B,) feature frames -> (B,) encoder frames: ``n // frame_stack``."""
+        return x_lens // self.cfg.frame_stack
+
+    def check_context(self, context: ChunkContext) -> None:
+        """Any segment, left and right context works (the memory size is the model's)."""
+
+    def latency_frames(self, context: ChunkContext) -> int:
+        """A segment is final once its right context has arrived: ``R`` frames, at any depth."""
+        return context.right
+
+    def init_state(self, batch: int, context: ChunkContext, device: torch.device | str = "cpu") -> EmformerState:
+        cfg, n, d = self.cfg, self.cfg.num_blocks, self.cfg.output_size
+        dtype = self.after_norm.weight.dtype
+        return EmformerState(
+            context=context,
+            feat_pending=torch.zeros(batch, cfg.frame_stack - 1, cfg.input_dim, dtype=dtype, device=device),
+            feat_pending_lens=torch.zeros(batch, dtype=torch.long, device=device),
+            frames=torch.zeros(batch, 0, d, dtype=dtype, device=device),
+            frames_lens=torch.zeros(batch, dtype=torch.long, device=device),
+            left_kv=torch.zeros(n, batch, context.left, 2 * d, dtype=dtype, device=device),
+            memory=torch.zeros(n, batch, cfg.memory_size, d, dtype=dtype, device=device),
+            segments=torch.zeros(batch, dtype=torch.long, device=device),
+        )
+
+    def forward(self, x: Tensor, x_lens: Tensor, context: ChunkContext) -> tuple[Tensor, Tensor]:
+        """Encode whole utterances: x (B, T, F), x_lens (B,) -> (B, T // 4, D), (B,)."""
+        state = self.init_state(x.shape[0], context, x.device)
+        final = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        y, y_lens, _ = self.forward_chunk(x, x_lens, state, final)
+        return y, y_lens
+
+    def _embed(self, x: Tensor, x_lens: Tensor, state: EmformerState) -> tuple[list[Tensor], Tensor, Tensor]:
+        """New features -> each stream's layer-0 input from its next segment on, and the new
+        feature remainder (B, P0, F), (B,)."""
+        stack, batch = self.cfg.frame_stack, x.shape[0]
+        feats = [torch.cat([state.feat_pending[b, : int(p)], x[b, : int(n)]])
+                 for b, (p, n) in enumerate(zip(state.feat_pending_lens.tolist(), x_lens.tolist()))]
+        made = [f.shape[0] // stack for f in feats]
+        stacked = torch.cat([f[: n * stack].reshape(n, stack * f.shape[1]) for f, n in zip(feats, made)])
+        new = self.embed_dropout(self.embed(stacked)).split(made)
+        frames = [torch.cat([state.frames[b, : int(state.frames_lens[b])], new[b]]) for b in range(batch)]
+        rest = x.new_zeros(batch, stack - 1, x.shape[2])
+        for b, (f, n) in enumerate(zip(feats, made)):
+            rest[b, : f.shape[0] - n * stack] = f[n * stack :]
+        rest_lens = torch.tensor([f.shape[0] - n * stack for f, n in zip(feats, made)], device=x.device)
+        return frames, rest, rest_lens
+
+    def _segments(self, lengths: list[int], finals: list[bool], done: list[int], context: ChunkContext,
+                  device: torch.device) -> _Segments:
+        """The segments to compute: those whose rows and right context are all there, and for a
+        finished stream every segment left (its last possibly short, its blocks cut at the end)."""
+        c, r = context.chunk, context.right
+        counts = [-(-n // c) if fin else max(0, (n - r) // c) for n, fin in zip(lengths, finals)]
+        stream = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))
+        local = torch.cat([torch.arange(n, device=device) for n in counts]) if counts else stream
+        length = torch.tensor(lengths, device=device)[stream].view(-1, 1)  # (S, 1)
+        start = local.view(-1, 1) * c
+        return _Segments(
+            stream=stream,
+            index=torch.tensor(done, device=device)[stream] + local,
+            local=local,
+            s_valid=(start + torch.arange(c, device=device)) < length,
+            rc_valid=(start + c + torch.arange(r, device=device)) < length,
+            counts=counts,
+        )
+
+    def forward_chunk(
+        self, x: Tensor, x_lens: Tensor, state: EmformerState, final: Tensor
+    ) -> tuple[Tensor, Tensor, EmformerState]:
+        """Feed more features to each stream and collect the encoder frames that became final.
+
+        Args:
+            x: (B, T, F) new normalised features, x_lens: (B,); state: batch B; final: (B,) bool.
+        Returns:
+            y: (B, T', D) frames emitted by this call, y_lens: (B,), and the new state.
+        """
+        context, device = state.context, x.device
+        c, left, r, m = context.chunk, context.left, context.right, self.cfg.memory_size
+        batch, d = x.shape[0], self.cfg.output_size
+        frames, feat_rest, feat_rest_lens = self._embed(x, x_lens, state)
+        plan = self._segments([f.shape[0] for f in frames], final.tolist(), state.segments.tolist(), context, device)
+        counts = plan.counts
+        most = max(counts)
+
+        # layer-0 rows of every segment, gathered from each stream's frames (zeros past the end)
+        width = most * c + r
+        timeline = torch.stack([F.pad(f[:width], (0, 0, 0, width - min(width, f.shape[0]))) for f in frames])
+        rows = plan.stream.view(-1, 1) * width + plan.local.view(-1, 1) * c  # (S, 1)
+        flat = timeline.flatten(0, 1)
+        seg = flat[rows + torch.arange(c, device=device)] * plan.s_valid.unsqueeze(-1)  # (S, C, D)
+        block = flat[rows + c + torch.arange(r, device=device)] * plan.rc_valid.unsqueeze(-1)  # (S, R, D)
+
+        # which keys each query may attend to: [memory M | left L | segment C | block R]
+        mem_valid = (plan.index.view(-1, 1) - m + torch.arange(m, device=device)) >= 0  # (S, M)
+        left_valid = (plan.index.view(-1, 1) * c - left + torch.arange(left, device=device)) >= 0  # (S, L)
+        keys = torch.cat([mem_valid, left_valid, plan.s_valid, plan.rc_valid], dim=1)  # (S, K)
+        mask = keys.unsqueeze(1).repeat(1, r + c + 1, 1)  # (S, Q, K)
+        mask[:, -1, : m + left] = False  # the summary sees its segment and block only
+
+        # per stream, where a segment's memory and left context lie in [state | this call] timelines
+        mem_take = (plan.stream * (m + most) + plan.local).view(-1, 1) + torch.arange(m, device=device)
+        left_take = (plan.stream * (left + most * c) + plan.local * c).view(-1, 1) + torch.arange(left, device=device)
+        counts_t = torch.tensor(counts, device=device)
+        mem_keep = (torch.arange(batch, device=device) * (m + most) + counts_t).view(-1, 1) + torch.arange(m, device=device)
+        left_keep = (torch.arange(batch, device=device) * (left + most * c) + counts_t * c).view(-1, 1) + torch.arange(
+            left, device=device)
+
+        def timeline_of(cache: Tensor, new: Tensor) -> Tensor:
+            """(B, Lc, *) cache and (S, per, *) rows of this call -> (B * (Lc + most * per), *)."""
+            per = new.shape[1]
+            out = torch.cat([cache, cache.new_zeros(batch, most * per, *cache.shape[2:])], dim=1)
+            where = cache.shape[1] + plan.local.view(-1, 1) * per + torch.arange(per, device=device)
+            return out.index_put((plan.stream.view(-1, 1), where), new).flatten(0, 1)
+
+        memory = seg.sum(1) / plan.s_valid.sum(1, keepdim=True).clamp(min=1)  # layer 0: mean of each input segment
+        new_left, new_memory = [], []
+        layer: EmformerLayer
+        for i, layer in enumerate(self.layers):  # type: ignore[assignment]
+            mem_rows = timeline_of(state.memory[i], memory.unsqueeze(1))
+            h, kv = layer.prepare(seg, block, plan.s_valid)
+            left_rows = timeline_of(state.left_kv[i], kv[:, :c])
+            seg, block, memory = layer(
+                seg, block, h, kv, mem_rows[mem_take], left_rows[left_take], mask, layer.position_bias(context, device)
+            )
+            new_memory.append(mem_rows[mem_keep])
+            new_left.append(left_rows[left_keep])
+        y = self.after_norm(seg)  # (S, C, D)
+
+        out_lens = [0] * batch
+        pieces: list[list[Tensor]] = [[] for _ in range(batch)]
+        valid_rows = plan.s_valid.sum(1).tolist()
+        for s, b in enumerate(plan.stream.tolist()):
+            pieces[b].append(y[s, : valid_rows[s]])
+            out_lens[b] += valid_rows[s]
+        out = y.new_zeros(batch, max(out_lens), d)
+        for b, p in enumerate(pieces):
+            if p:
+                out[b, : out_lens[b]] = torch.cat(p)
+        rest = [f[n * c :] if not fin else f[:0] for f, n, fin in zip(frames, counts, final.tolist())]
+        rest_width = max(f.shape[0] for f in rest)
+        new_state = EmformerState(
+            context=context,
+            feat_pending=feat_rest,
+            feat_pending_lens=feat_rest_lens,
+            frames=torch.stack([F.pad(f, (0, 0, 0, rest_width - f.shape[0])) for f in rest]),
+            frames_lens=torch.tensor([f.shape[0] for f in rest], device=device),
+            left_kv=torch.stack(new_left),
+            memory=torch.stack(new_memory),
+            segments=state.segments + counts_t,
+        )
+        return out, torch.tensor(out_lens, device=device), new_state
