@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Train every encoder preset on the same synth_en data, tokenizer and step budget, average each
+# run's best checkpoints and evaluate them at matched latencies (encoder comparison, issue 10).
+#
+#   recipes/synth_en/compare_encoders.sh [STEPS]     (default 800; run.sh stages 0-1 first)
+#
+# Each run resumes where it stopped (rerun the script). Results: exp/compare/<preset>/eval/*.txt,
+# summed up by benchmarks/compare_encoders.py. Environment: PYTHON, THREADS as in run.sh.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+steps=${1:-800}
+threads=${THREADS:-0}
+PYTHON=${PYTHON:-$repo/.venv/bin/python}
+echostream() { "$PYTHON" -m echostream.cli.main "$@"; }
+out=$here/exp/compare
+mkdir -p "$out"
+
+# preset name : latency settings (chunk left right, encoder frames) at about 320 ms and 1.3 s
+declare -A settings=(
+  [synth_en_small]="4 16 0;16 32 0;64 128 128"
+  [emformer_small]="4 32 4;16 64 16;64 128 128"
+)
+for preset in synth_en_small emformer_small; do
+  run=$out/$preset
+  config=$out/$preset.yaml
+  # the preset with its relative paths made absolute and the step budget of this comparison
+  "$PYTHON" - "$repo/configs/$preset.yaml" "$config" "$steps" <<'PY'
+import sys
+from pathlib import Path
+
+import yaml
+
+src, dst, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+cfg = yaml.safe_load(src.read_text())
+resolve = lambda p: str((src.parent / p).resolve())
+cfg["tokenizer"] = resolve(cfg["tokenizer"])
+cfg["data"]["train"] = [resolve(p) for p in cfg["data"]["train"]]
+cfg["data"]["valid"] = [resolve(p) for p in cfg["data"]["valid"]]
+cfg["max_steps"] = steps
+dst.write_text(yaml.safe_dump(cfg, sort_keys=False))
+PY
+  echo "== $preset: train $steps steps"
+  echostream train --config "$config" --out "$run" --resume --threads "$threads"
+  if [ ! -s "$run/average.pt" ]; then
+    echostream average --exp "$run" --best 3 --out "$run/average.pt"
+  fi
+  mkdir -p "$run/eval"
+  IFS=';' read -r -a contexts <<<"${settings[$preset]}"
+  for ctx in "${contexts[@]}"; do
+    read -r c l r <<<"$ctx"
+    name=heldout_c${c}_l${l}_r${r}
+    [ -s "$run/eval/$name.txt" ] && continue
+    echostream eval --manifest "$here/data/heldout/manifest.jsonl" --model "$run/average.pt" --chunk-size "$c" \
+      --left-context "$l" --right-context "$r" --out "$run/eval/$name.jsonl" --threads "$threads" \
+      | tee "$run/eval/$name.txt"
+  done
+done
