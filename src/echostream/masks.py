@@ -6,6 +6,7 @@ Shape legend:
     N  chunks in a masked batch (all chunks of all utterances, flattened)
     C  chunk size, L left context, R right context (encoder frames)
     K  half the convolution kernel (frames of left/right reach)
+    S  segments (Emformer), M memory vectors per segment
     B  sequences in a batch, U tokens (attention decoder), T' encoder frames
 """
 
@@ -81,6 +82,38 @@ def chunk_conv_mask(
     pos = start - reach + torch.arange(window, device=end.device)
     limit = torch.minimum(end.unsqueeze(-1), start + chunk + right)
     return (pos >= 0) & (pos < limit)  # (N, C + 2K)
+
+
+def emformer_attn_mask(index: Tensor, remaining: Tensor, *, chunk: int, left: int, right: int, memory: int) -> Tensor:
+    """Which keys each Emformer query may attend to, per segment.
+
+    Queries are [right-context block (R), segment (C), summary (1)]; keys are [memory (M), left
+    context (L), segment (C), block (R)]. Block and segment queries see every key that exists:
+    the memories of segments ``index - M .. index - 1`` (none before the first), the left frames
+    from frame 0 on, and the segment and block frames before the stream's end. The summary sees
+    its segment and block only.
+
+    Args:
+        index: (S,) segment number in its stream; remaining: (S,) frames of the stream from the
+            segment's first frame on (known so far; later rows are masked).
+    Returns:
+        mask: (S, R + C + 1, M + L + C + R), True = may attend.
+
+    >>> emformer_attn_mask(torch.tensor([0]), torch.tensor([3]), chunk=2, left=1, right=1, memory=1).int()
+    tensor([[[0, 0, 1, 1, 1],
+             [0, 0, 1, 1, 1],
+             [0, 0, 1, 1, 1],
+             [0, 0, 1, 1, 1]]], dtype=torch.int32)
+    """
+    device = index.device
+    start = (index * chunk).view(-1, 1)  # (S, 1) first frame of each segment
+    memories = (index.view(-1, 1) - memory + torch.arange(memory, device=device)) >= 0  # (S, M)
+    lefts = (start - left + torch.arange(left, device=device)) >= 0  # (S, L)
+    own = torch.arange(chunk + right, device=device) < remaining.view(-1, 1)  # (S, C + R)
+    keys = torch.cat([memories, lefts, own], dim=1)  # (S, K)
+    mask = keys.unsqueeze(1).repeat(1, right + chunk + 1, 1)
+    mask[:, -1, : memory + left] = False
+    return mask
 
 
 def causal_attn_mask(length: int, device: torch.device | str | None = None) -> Tensor:

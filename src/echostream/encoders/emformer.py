@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from echostream.encoders.base import BATCH_DIM_1, ChunkContext, EncoderConfig, EncoderState
+from echostream.masks import emformer_attn_mask
 from echostream.nn.feedforward import FeedForward
 
 
@@ -100,6 +101,7 @@ class _Segments:
     stream: Tensor  # (S,) stream of each segment
     index: Tensor  # (S,) segment number in its stream
     local: Tensor  # (S,) segment number within this call
+    remaining: Tensor  # (S,) frames of its stream from its first frame on (so far)
     s_valid: Tensor  # (S, C) segment rows before the stream's end
     rc_valid: Tensor  # (S, R) right-context rows before the stream's end
     counts: list[int]  # segments per stream
@@ -265,6 +267,7 @@ class EmformerEncoder(nn.Module):
             stream=stream,
             index=torch.tensor(done, device=device)[stream] + local,
             local=local,
+            remaining=(length - start).view(-1),
             s_valid=(start + torch.arange(c, device=device)) < length,
             rc_valid=(start + c + torch.arange(r, device=device)) < length,
             counts=counts,
@@ -297,11 +300,7 @@ class EmformerEncoder(nn.Module):
         block = flat[rows + c + torch.arange(r, device=device)] * plan.rc_valid.unsqueeze(-1)  # (S, R, D)
 
         # which keys each query may attend to: [memory M | left L | segment C | block R]
-        mem_valid = (plan.index.view(-1, 1) - m + torch.arange(m, device=device)) >= 0  # (S, M)
-        left_valid = (plan.index.view(-1, 1) * c - left + torch.arange(left, device=device)) >= 0  # (S, L)
-        keys = torch.cat([mem_valid, left_valid, plan.s_valid, plan.rc_valid], dim=1)  # (S, K)
-        mask = keys.unsqueeze(1).repeat(1, r + c + 1, 1)  # (S, Q, K)
-        mask[:, -1, : m + left] = False  # the summary sees its segment and block only
+        mask = emformer_attn_mask(plan.index, plan.remaining, chunk=c, left=left, right=r, memory=m)
 
         # per stream, where a segment's memory and left context lie in [state | this call] timelines
         mem_take = (plan.stream * (m + most) + plan.local).view(-1, 1) + torch.arange(m, device=device)
