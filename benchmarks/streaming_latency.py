@@ -11,13 +11,18 @@ For each chunk/context setting:
   result is out after the step's *measured* compute time;
 - capacity: how many real-time streams one process sustains, decoding all ready streams in one
   batch per step (the largest N whose step time for a chunk of audio stays under the chunk
-  duration, with 20% headroom).
+  duration, with 20% headroom);
+- RTF: compute time of the single stream over its audio duration.
+
+Chunk/left/right are in each model's encoder frames (80 ms ChunkFormer, 40 ms Emformer).
 
 Models: the bundled default model when this build has one, else random weights shaped like its
 preset (configs/synth_en_small.yaml: 8 blocks, d=144); a random ChunkFormer-large-shaped model
 (17 blocks, d=512); optionally the chunkformer-tiny fixture (3 blocks, d=128).
 
     python benchmarks/streaming_latency.py [--seconds 20] [--audio samples/booking_16k.wav] [--plot ...]
+    python benchmarks/streaming_latency.py --model chunkformer=A.pt:4/16/0,16/32/0 \
+        --model emformer=B.pt:4/32/4,16/64/16       # trained models, each at its own settings
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SPEECH = ROOT / "samples" / "booking_16k.wav"  # English speech the default model transcribes
 PIECE_S = 0.1
-FRAME_AUDIO_END_S = 0.165  # encoder frame j sees audio up to 80 j + 165 ms (15 features of 25 ms, 10 ms apart)
 SETTINGS = [(4, 16, 0), (8, 32, 0), (16, 64, 0), (8, 32, 8)]
 
 
@@ -52,6 +56,7 @@ class Row:
     partial_med_ms: float
     partial_p95_ms: float
     capacity: int
+    rtf: float = 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -84,11 +89,12 @@ def simulate(rec, samples: np.ndarray, rate: int) -> tuple[list[float], list[flo
     delays = []
     for i, token in enumerate(final):
         # first partial that shows this token at this place (a provisional tail may show
-        # something else there first); the token's frame needs audio up to 80 ms * frame + 165 ms
+        # something else there first); a token sits at the centre of the audio its frame sees,
+        # so that audio ends token_time_offset after it (82.5 ms ChunkFormer, 27.5 ms Emformer)
         shown = next((t for t, tokens in history if len(tokens) > i and tokens[i].token == token.token
                       and abs(tokens[i].time - token.time) < frame_s / 2), None)
         if shown is not None:
-            delays.append(shown - (token.time + FRAME_AUDIO_END_S))
+            delays.append(shown - (token.time + rec.model.bundle.token_time_offset))
     return compute, delays
 
 
@@ -168,6 +174,25 @@ def models(names: list[str]) -> list[tuple[str, object]]:
     return [(label[n], makers[n]()) for n in names]
 
 
+def chosen_models(args: argparse.Namespace) -> list[tuple[str, object, list[tuple[int, int, int]]]]:
+    """``--model NAME=PATH:C/L/R,...`` entries, else the ``--models`` choices at SETTINGS."""
+    if not args.model:
+        return [(name, model, SETTINGS) for name, model in models(args.models)]
+    import echostream
+
+    out = []
+    for entry in args.model:
+        name, _, rest = entry.partition("=")
+        path, _, spec = rest.rpartition(":")
+        if not name or not path or not spec:
+            raise SystemExit(f"--model {entry!r}: expected NAME=PATH:C/L/R[,C/L/R...]")
+        settings = [tuple(int(v) for v in item.split("/")) for item in spec.split(",")]
+        if any(len(t) != 3 for t in settings):
+            raise SystemExit(f"--model {entry!r}: a setting is chunk/left/right")
+        out.append((name, echostream.load_model(path), settings))  # type: ignore[misc]
+    return out  # type: ignore[return-value]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per latency run")
@@ -175,6 +200,8 @@ def main() -> None:
     parser.add_argument("--audio", default=str(SPEECH), help="speech to stream (looped to --seconds)")
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "results" / "latency.png"))
     parser.add_argument("--no-capacity", action="store_true")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH:C/L/R,...",
+                        help="a trained model and its settings (repeatable; replaces --models)")
     parser.add_argument("--models", nargs="+", choices=["default", "tiny", "large"], default=["default", "large"],
                         help="default: the bundled model, or random weights of its preset's shape")
     args = parser.parse_args()
@@ -184,8 +211,8 @@ def main() -> None:
     samples, rate = sf.read(args.audio, dtype="float32")
     samples = np.tile(samples, int(np.ceil(args.seconds * rate / len(samples))))[: int(args.seconds * rate)]
     rows = []
-    for name, model in models(args.models):
-        for c, left, right in SETTINGS:
+    for name, model, settings in chosen_models(args):
+        for c, left, right in settings:
             rec = Recognizer(model, chunk_size=c, left_context=left, right_context=right,  # type: ignore[arg-type]
                              endpoint=EndpointConfig(enabled=False))
             compute, delays = simulate(rec, samples, rate)
@@ -195,21 +222,22 @@ def main() -> None:
                 final_ms=rec.latency_seconds * 1000, compute_med_ms=statistics.median(compute) * 1000,
                 compute_p95_ms=percentile(compute, 95) * 1000,
                 partial_med_ms=percentile(delays, 50) * 1000, partial_p95_ms=percentile(delays, 95) * 1000,
-                capacity=cap,
+                capacity=cap, rtf=sum(compute) / (len(samples) / rate),
             ))
             r = rows[-1]
             print(f"  {name} c{c}/l{left}/r{right}: partial p50 {r.partial_med_ms:.0f} ms, capacity {cap}", file=sys.stderr)
     print(f"\nStreaming latency ({args.threads} threads, {PIECE_S * 1000:.0f} ms pieces, simulated real time)")
     head = (f"{'model':<13} {'chunk/left/right':>16} {'algo ms':>8} {'final ms':>9} {'step p50':>9} "
-            f"{'step p95':>9} {'partial p50':>12} {'partial p95':>12} {'streams':>8}")
+            f"{'step p95':>9} {'partial p50':>12} {'partial p95':>12} {'streams':>8} {'RTF':>7}")
     print(head)
     for r in rows:
         c, left, right = r.setting
         print(f"{r.model:<13} {f'{c}/{left}/{right}':>16} {r.algorithmic_ms:>8.0f} {r.final_ms:>9.0f} "
               f"{r.compute_med_ms:>9.1f} {r.compute_p95_ms:>9.1f} {r.partial_med_ms:>12.0f} "
-              f"{r.partial_p95_ms:>12.0f} {r.capacity:>8}")
+              f"{r.partial_p95_ms:>12.0f} {r.capacity:>8} {r.rtf:>7.3f}")
     print("algo: chunk + right context; final: until a frame is final; step: compute per decoding step of one "
-          "stream; partial: token audio end -> first partial showing it; streams: real-time streams sustained")
+          "stream; partial: token audio end -> first partial showing it; streams: real-time streams sustained; "
+          "RTF: one stream's compute / audio")
     if args.plot:
         plot(rows, Path(args.plot))
         print(f"plot: {args.plot}")
@@ -224,7 +252,9 @@ def plot(rows: list[Row], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     names = sorted({r.model for r in rows})
-    labels = [f"{c}/{left}/{right}" for c, left, right in dict.fromkeys(r.setting for r in rows)]
+    per_model = [[r.setting for r in rows if r.model == name] for name in names]  # each model's own settings
+    labels = [" | ".join(dict.fromkeys("{}/{}/{}".format(*m[i]) for m in per_model if i < len(m)))
+              for i in range(max(len(m) for m in per_model))]
     width = 0.8 / len(names)
     for k, name in enumerate(names):
         mine = [r for r in rows if r.model == name]
@@ -236,7 +266,7 @@ def plot(rows: list[Row], path: Path) -> None:
         axes[1].bar(xs, [r.capacity for r in mine], width, label=name)
     for ax, title in zip(axes, ["partial-result delay (ms, p50 with p95 bar)", "real-time streams sustained"]):
         ax.set_xticks(np.arange(len(labels)) + width * (len(names) - 1) / 2, labels)
-        ax.set_xlabel("chunk / left / right (80 ms frames)")
+        ax.set_xlabel("chunk / left / right (encoder frames)")
         ax.set_title(title)
         ax.legend()
     fig.tight_layout()

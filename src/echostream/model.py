@@ -177,7 +177,7 @@ class Model:
         """Transcribe files (any length, any format soundfile or ffmpeg reads) or arrays.
 
         ``audio`` is a path, an array (with ``sample_rate``), an ``(array, rate)`` pair, or a list of
-        them. Chunk and contexts are in encoder frames (80 ms). Up to ``batch_seconds`` of audio are
+        them. Chunk and contexts are in the model's encoder frames (80 ms ChunkFormer, 40 ms Emformer). Up to ``batch_seconds`` of audio are
         encoded per step, ``block_seconds`` per input. An input that cannot be read gets a
         Transcript with ``error`` set; the others are transcribed all the same. An input whose
         decoding fails part-way keeps the transcript of the audio before the failure, with

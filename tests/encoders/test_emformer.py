@@ -129,3 +129,25 @@ def test_transcribe_long_form_and_recognizer_agree(
     assert rec.latency_seconds == pytest.approx((c + right) * 0.04)
     frames = [(t.time - 0.0275) / 0.04 for t in whole.tokens]  # 40 ms frames, centred on 4 features
     assert frames and all(abs(f - round(f)) < 1e-6 and 0 <= f < one_pass.shape[0] for f in frames)
+
+
+@pytest.mark.parametrize("setting", [(4, 8, 3), (3, 0, 0), (2, 5, 6)], ids=lambda s: "c{}_l{}_r{}".format(*s))
+def test_the_tensor_only_step_gives_the_forward_frames(setting: tuple[int, int, int]) -> None:
+    """``step``, fed fixed windows by the caller (no Python-side planning), equals ``forward``
+    on every complete segment."""
+    c, left, r = setting
+    encoder, context = _encoder(), ChunkContext(chunk=c, left=left, right=r)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4 * 53, BINS, generator=g)
+    with torch.inference_mode():
+        y, _ = encoder(x, torch.tensor([x.shape[1]] * 2), context)
+        state = encoder.init_state(2, context)
+        left_kv, memory, index = state.left_kv, state.memory, state.segments
+        outs = []
+        for k in range((53 - r) // c):
+            window = x[:, 4 * k * c : 4 * (k * c + c + r)]
+            out, left_kv, memory, index = encoder.step(window, left_kv, memory, index, context)
+            outs.append(out)
+    got = torch.cat(outs, dim=1)
+    torch.testing.assert_close(got, y[:, : got.shape[1]], rtol=0, atol=1e-5)
+    assert index.tolist() == [len(outs)] * 2

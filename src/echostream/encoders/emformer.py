@@ -237,6 +237,39 @@ class EmformerEncoder(nn.Module):
         y, y_lens, _ = self.forward_chunk(x, x_lens, state, final)
         return y, y_lens
 
+    def step(
+        self, feats: Tensor, left_kv: Tensor, memory: Tensor, index: Tensor, context: ChunkContext
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One segment of every stream, tensors only and fixed shapes: the step an export runs.
+
+        Buffering is the caller's: each call gets the ``(C + R) * frame_stack`` normalised
+        feature frames of one segment and its right context, hopping ``C * frame_stack`` frames
+        per call, and ``forward_chunk`` finishes a stream (its last, possibly short, segment).
+        It gives the frames ``forward`` gives for the same segment.
+
+        Args:
+            feats: (B, (C + R) * frame_stack, F); left_kv: (N, B, L, 2D); memory: (N, B, M, D);
+            index: (B,) segments each stream has done (its first: 0).
+        Returns:
+            y: (B, C, D), and the new left_kv, memory and index.
+        """
+        c, left, r, m = context.chunk, context.left, context.right, self.cfg.memory_size
+        batch, stack = feats.shape[0], self.cfg.frame_stack
+        frames = self.embed(feats.reshape(batch, c + r, stack * feats.shape[2]))  # (B, C + R, D)
+        seg, block = frames[:, :c], frames[:, c:]
+        valid = torch.ones(batch, c, dtype=torch.bool, device=feats.device)
+        mask = emformer_attn_mask(index, torch.full_like(index, c + r), chunk=c, left=left, right=r, memory=m)
+        mem_in = seg.mean(1)  # layer 0's memory vector of this segment
+        new_left, new_memory = [], []
+        layer: EmformerLayer
+        for i, layer in enumerate(self.layers):  # type: ignore[assignment]
+            h, kv = layer.prepare(seg, block, valid)
+            new_left.append(torch.cat([left_kv[i], kv[:, :c]], dim=1)[:, c:])
+            new_memory.append(torch.cat([memory[i], mem_in.unsqueeze(1)], dim=1)[:, 1:])
+            seg, block, mem_in = layer(seg, block, h, kv, memory[i], left_kv[i], mask,
+                                       layer.position_bias(context, feats.device))
+        return self.after_norm(seg), torch.stack(new_left), torch.stack(new_memory), index + 1
+
     def _embed(self, x: Tensor, x_lens: Tensor, state: EmformerState) -> tuple[list[Tensor], Tensor, Tensor]:
         """New features -> each stream's layer-0 input from its next segment on, and the new
         feature remainder (B, P0, F), (B,)."""

@@ -60,7 +60,7 @@ DRAIN_BYTES = 64 << 20  # how much of a rejected upload is read before the reply
 class ServerConfig:
     """Where the server listens, how it decodes and what it allows.
 
-    Chunk and contexts are in encoder frames (80 ms); they apply to streams and, unless a request
+    Chunk and contexts are in the model's encoder frames (80 ms ChunkFormer, 40 ms Emformer); they apply to streams and, unless a request
     names its own (query parameters), to ``/transcribe``, so both give the same text.
     ``idle_timeout`` is the longest wait (s) for a client's next message before its ``end``
     signal. ``max_batch`` bounds the streams decoded in one step. ``max_upload_bytes`` bounds a

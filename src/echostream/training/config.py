@@ -6,7 +6,7 @@ ChunkFormer folder or an echostream checkpoint, whose weights, vocabulary, CMVN 
 kept). Relative paths in the file (``init``, ``tokenizer``, ``data.train``, ``data.valid``) are
 relative to the file's folder.
 
-Sizes of chunks and contexts are in encoder frames (80 ms); durations in seconds.
+Sizes of chunks and contexts are in the encoder's frames (80 ms ChunkFormer, 40 ms Emformer); durations in seconds.
 """
 
 from __future__ import annotations
