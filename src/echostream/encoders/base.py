@@ -119,14 +119,11 @@ class EncoderConfig:
 
 
 def _config_types() -> dict[str, type[EncoderConfig]]:
-    out: dict[str, type[EncoderConfig]] = {}
-    todo = list(EncoderConfig.__subclasses__())
-    while todo:
-        sub = todo.pop()
-        todo.extend(sub.__subclasses__())
-        if sub.TYPE:
-            out[sub.TYPE] = sub
-    return out
+    """Encoder type tag -> config class, from the one registry (imported here, when first asked,
+    since the registry imports every encoder module and they import this one)."""
+    from echostream.models.build import ENCODERS
+
+    return {tag: config for tag, (config, _) in ENCODERS.items()}
 
 
 StateT = TypeVar("StateT", bound="EncoderState")

@@ -18,8 +18,6 @@ from typing import Any
 from torch import Tensor, nn
 
 from echostream.encoders.base import ChunkContext, EncoderConfig, EncoderState
-from echostream.encoders.chunkformer import ChunkFormerConfig
-from echostream.encoders.emformer import EmformerConfig
 from echostream.heads.attention_decoder import AttentionDecoder, AttentionDecoderConfig
 from echostream.heads.ctc import CTCHead
 from echostream.heads.losses import (
@@ -30,9 +28,6 @@ from echostream.heads.losses import (
     label_smoothing_loss,
 )
 from echostream.nn.normalization import GlobalCMVN
-
-KNOWN_ENCODER_CONFIGS = (ChunkFormerConfig, EmformerConfig)
-"""Imported here so that a config's ``encoder.type`` can name any of them."""
 
 
 @dataclass(frozen=True, kw_only=True)
