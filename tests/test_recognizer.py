@@ -15,6 +15,7 @@ import torch
 import echostream
 from echostream.audio import AudioError
 from echostream.streaming.recognizer import EndpointConfig, Recognizer, Stream
+from streaming_helpers import feed_in_pieces
 
 SETTINGS = [(8, 32, 0), (8, 16, 8), (4, 8, 4), (16, 32, 16)]
 
@@ -28,19 +29,8 @@ def _stream_file(
     rec: Recognizer, samples: np.ndarray, rate: int, rng: random.Random, as_int16: bool = False
 ) -> Stream:
     """Feed ``samples`` in random pieces of 10 ms to 2 s, decoding whenever ready."""
-    s = rec.create_stream()
-    pos = 0
-    while pos < len(samples):
-        n = rng.randint(rate // 100, 2 * rate)
-        piece = samples[pos : pos + n]
-        pos += n
-        s.accept_waveform(rate, _to_int16(piece) if as_int16 else piece)
-        while rec.is_ready(s):
-            rec.decode_streams([s])
-    s.input_finished()
-    while rec.is_ready(s):
-        rec.decode_streams([s])
-    return s
+    return feed_in_pieces(rec, rec.create_stream(), _to_int16(samples) if as_int16 else samples, rate, rng,
+                          rate // 100, 2 * rate)
 
 
 @pytest.fixture(scope="module")
@@ -233,17 +223,7 @@ def test_stereo_and_int32_pieces_are_mixed_and_scaled_as_transcribe_does(
     rec = Recognizer(fixture_model, chunk_size=8, left_context=16, right_context=0,
                      endpoint=EndpointConfig(enabled=False))
     s = rec.create_stream()
-    rng = random.Random(5)
-    pos = 0
-    while pos < len(pcm32):
-        n = rng.randint(1, 8000)  # pieces as short as one stereo frame
-        s.accept_waveform(16000, pcm32[pos : pos + n])
-        pos += n
-        while rec.is_ready(s):
-            rec.decode_streams([s])
-    s.input_finished()
-    while rec.is_ready(s):
-        rec.decode_streams([s])
+    feed_in_pieces(rec, s, pcm32, 16000, random.Random(5), 1, 8000)  # pieces as short as one stereo frame
     assert s.samples_accepted == len(mono)
     assert s.result.text == offline.text
 

@@ -23,6 +23,7 @@ from echostream.models.build import build_model
 from echostream.models.checkpoint import ModelBundle
 from echostream.streaming.recognizer import EndpointConfig, Recognizer
 from echostream.text.vocab import Vocabulary
+from streaming_helpers import feed_in_pieces
 
 BINS = 20
 
@@ -114,16 +115,7 @@ def test_transcribe_long_form_and_recognizer_agree(
     assert blocks.text == whole.text and whole.text
     rec = Recognizer(emformer_model, endpoint=EndpointConfig(enabled=False), keep_log_probs=True, **kwargs)
     samples, _ = sf.read(speech, dtype="float32")
-    stream, rng, pos = rec.create_stream(), random.Random(0), 0
-    while pos < len(samples):
-        n = rng.randint(160, 32000)
-        stream.accept_waveform(16000, samples[pos : pos + n])
-        pos += n
-        while rec.is_ready(stream):
-            rec.decode_streams([stream])
-    stream.input_finished()
-    while rec.is_ready(stream):
-        rec.decode_streams([stream])
+    stream = feed_in_pieces(rec, rec.create_stream(), samples, 16000, random.Random(0), 160, 32000)
     assert np.abs(np.concatenate(stream.log_probs) - one_pass).max() <= 1e-4
     assert stream.result.text == whole.text
     assert rec.latency_seconds == pytest.approx((c + right) * 0.04)

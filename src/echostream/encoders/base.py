@@ -102,9 +102,25 @@ class EncoderConfig:
     TYPE: ClassVar[str] = ""
     type: str = ""
 
+    KEY_PREFIX: ClassVar[str] = "encoder"  # how error messages name this config's keys
+
     def __post_init__(self) -> None:
         if self.type != self.TYPE:
             raise ValueError(f"encoder type {self.type!r} is not {self.TYPE!r}")
+
+    def check_shape(self, positive: tuple[str, ...], activations: tuple[str, ...] = ("swish", "relu", "gelu")) -> None:
+        """The checks every attention encoder's shape needs: ``positive`` fields above 0, the
+        heads dividing ``output_size``, a known ``activation_type``; ValueError naming the key."""
+        key = self.KEY_PREFIX
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{key}.{name} must be positive, got {getattr(self, name)}")
+        size, heads = getattr(self, "output_size"), getattr(self, "attention_heads")  # noqa: B009
+        if size % heads:
+            raise ValueError(f"{key}.output_size {size} is not divisible by attention_heads {heads}")
+        activation = getattr(self, "activation_type")  # noqa: B009
+        if activation not in activations:
+            raise ValueError(f"{key}.activation_type {activation!r} is not one of {', '.join(activations)}")
 
     @classmethod
     def tagged_class(cls, data: Any) -> builtins.type[EncoderConfig]:

@@ -62,20 +62,11 @@ class ChunkFormerConfig(EncoderConfig):
     positional_dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.1
 
+    KEY_PREFIX = "encoder_conf"  # as released configs name it
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("input_dim", "output_size", "attention_heads", "linear_units", "num_blocks"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"encoder_conf.{name} must be positive, got {getattr(self, name)}")
-        if self.output_size % self.attention_heads:
-            raise ValueError(
-                f"encoder_conf.output_size {self.output_size} is not divisible by "
-                f"attention_heads {self.attention_heads}"
-            )
-        if self.activation_type not in ("swish", "relu", "gelu"):
-            raise ValueError(
-                f"encoder_conf.activation_type {self.activation_type!r} is not one of swish, relu, gelu"
-            )
+        self.check_shape(("input_dim", "output_size", "attention_heads", "linear_units", "num_blocks"))
         if self.cnn_module_norm not in ("layer_norm", "batch_norm"):
             raise ValueError(
                 f"encoder_conf.cnn_module_norm {self.cnn_module_norm!r} is not layer_norm or batch_norm"

@@ -64,20 +64,12 @@ class EmformerConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("input_dim", "output_size", "attention_heads", "linear_units", "num_blocks", "frame_stack"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"encoder.{name} must be positive, got {getattr(self, name)}")
+        self.check_shape(("input_dim", "output_size", "attention_heads", "linear_units", "num_blocks", "frame_stack"))
         for name in ("memory_size", "max_relative_position"):
             if getattr(self, name) < 0:
                 raise ValueError(f"encoder.{name} must be >= 0, got {getattr(self, name)}")
         if self.memory_clamp < 0:
             raise ValueError(f"encoder.memory_clamp must be >= 0, got {self.memory_clamp}")
-        if self.output_size % self.attention_heads:
-            raise ValueError(
-                f"encoder.output_size {self.output_size} is not divisible by attention_heads {self.attention_heads}"
-            )
-        if self.activation_type not in ("swish", "relu", "gelu"):
-            raise ValueError(f"encoder.activation_type {self.activation_type!r} is not one of swish, relu, gelu")
 
 
 @dataclass(frozen=True)
