@@ -143,3 +143,24 @@ def test_the_tensor_only_step_gives_the_forward_frames(setting: tuple[int, int, 
     got = torch.cat(outs, dim=1)
     torch.testing.assert_close(got, y[:, : got.shape[1]], rtol=0, atol=1e-5)
     assert index.tolist() == [len(outs)] * 2
+
+
+def test_mixed_precision_training_and_streaming_run() -> None:
+    """Under bf16 autocast (``precision: bf16`` in training) the caches keep their dtype and the
+    result stays near fp32's."""
+    encoder, context = _encoder().train(), ChunkContext(chunk=4, left=8, right=2)
+    x = torch.randn(2, 4 * 30, BINS, generator=torch.Generator().manual_seed(6))
+    lens = torch.tensor([120, 77])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, _ = encoder(x, lens, context)
+        y.float().sum().backward()
+    assert all(p.grad is not None for p in encoder.parameters())
+    encoder.eval()
+    with torch.inference_mode():
+        exact, _ = encoder(x, lens, context)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, _, state = encoder.forward_chunk(x[:, :50], torch.tensor([50, 50]), encoder.init_state(2, context),
+                                                torch.tensor([False, False]))
+            rest, _, _ = encoder.forward_chunk(x[:, 50:], lens - 50, state, torch.tensor([True, True]))
+    assert state.left_kv.dtype == torch.float32
+    assert (rest.float()[0, -5:] - exact[0, 25:30]).abs().max() < 0.1

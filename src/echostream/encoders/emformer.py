@@ -121,15 +121,14 @@ class EmformerLayer(nn.Module):
             if cfg.max_relative_position > 0 else None
         )
 
-    def position_bias(self, context: ChunkContext, device: torch.device) -> Tensor | None:
-        """(H, R + C, L + C + R) bias of segment/block queries for left/segment/block keys."""
+    def position_bias(self, distance: Tensor, memory: int) -> Tensor | None:
+        """(H, Q, K) attention bias from the (R + C, L + C + R) relative distances of block and
+        segment queries to left, segment and block keys (:func:`relative_distances`); memory keys
+        and the summary query get none."""
         if self.relative_bias is None:
             return None
-        c, left, right = context.chunk, context.left, context.right
-        queries = torch.cat([torch.arange(c, c + right), torch.arange(c)])  # block rows, then segment rows
-        keys = torch.arange(-left, c + right)
-        distance = (keys.view(1, -1) - queries.view(-1, 1)).clamp(-self.max_relative, self.max_relative)
-        return self.relative_bias[:, (distance + self.max_relative).to(device)]
+        bias = self.relative_bias[:, distance.clamp(-self.max_relative, self.max_relative) + self.max_relative]
+        return F.pad(bias, (memory, 0, 0, 1))
 
     def prepare(self, seg: Tensor, block: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """The normed queries' input and the keys/values of the rows of S segments.
@@ -154,23 +153,19 @@ class EmformerLayer(nn.Module):
         Args:
             seg, block: the layer input; h, kv: from :meth:`prepare`; memory: (S, M, D) each
             segment's memory; left_kv: (S, L, 2D) keys/values of its left context;
-            mask: (S, Q, K) True where a query may attend; bias: (H, R + C, L + C + R) or None.
+            mask: (S, 1, Q, K) additive attention mask (0 or -inf); bias: (H, Q, K) or None.
         Returns:
             segment output (S, C, D), block output (S, R, D), and the memory vectors the
             summaries give the layer above (S, D).
         """
         s, c, d = seg.shape
-        r, m = block.shape[1], memory.shape[1]
+        r = block.shape[1]
         keys_values = torch.cat([self.key_value(memory), left_kv, kv], dim=1)  # (S, K, 2D)
         q = self.query(h).view(s, h.shape[1], self.heads, self.head_dim).transpose(1, 2)  # (S, H, Q, Dh)
         k, v = keys_values.view(s, keys_values.shape[1], self.heads, 2 * self.head_dim).transpose(1, 2).chunk(2, dim=-1)
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (S, H, Q, K)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim) + mask  # (S, H, Q, K)
         if bias is not None:
-            scores = torch.cat([
-                torch.cat([scores[:, :, : r + c, :m], scores[:, :, : r + c, m:] + bias], dim=-1),
-                scores[:, :, r + c :],
-            ], dim=2)
-        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+            scores = scores + bias
         weights = F.dropout(torch.softmax(scores, dim=-1), self.attention_dropout, self.training)
         attended = self.out(torch.matmul(weights, v).transpose(1, 2).reshape(s, h.shape[1], d))  # (S, Q, D)
         rows = torch.cat([block, seg], dim=1) + self.dropout(attended[:, : r + c])
@@ -179,6 +174,15 @@ class EmformerLayer(nn.Module):
         if self.clamp > 0:
             memory_out = memory_out.clamp(-self.clamp, self.clamp)
         return rows[:, r:], rows[:, :r], memory_out
+
+
+def relative_distances(context: ChunkContext, device: torch.device) -> Tensor:
+    """(R + C, L + C + R) key position minus query position, for block queries then segment
+    queries against left, segment and block keys (positions relative to the segment's start)."""
+    c, left, right = context.chunk, context.left, context.right
+    queries = torch.cat([torch.arange(c, c + right, device=device), torch.arange(c, device=device)])
+    keys = torch.arange(-left, c + right, device=device)
+    return keys.view(1, -1) - queries.view(-1, 1)
 
 
 class EmformerEncoder(nn.Module):
@@ -250,7 +254,9 @@ class EmformerEncoder(nn.Module):
         frames = self.embed(feats.reshape(batch, c + r, stack * feats.shape[2]))  # (B, C + R, D)
         seg, block = frames[:, :c], frames[:, c:]
         valid = torch.ones(batch, c, dtype=torch.bool, device=feats.device)
-        mask = emformer_attn_mask(index, torch.full_like(index, c + r), chunk=c, left=left, right=r, memory=m)
+        mask = _additive(emformer_attn_mask(index, torch.full_like(index, c + r), chunk=c, left=left, right=r,
+                                            memory=m), feats.dtype)
+        distance = relative_distances(context, feats.device)
         mem_in = seg.mean(1)  # layer 0's memory vector of this segment
         new_left, new_memory = [], []
         layer: EmformerLayer
@@ -258,8 +264,7 @@ class EmformerEncoder(nn.Module):
             h, kv = layer.prepare(seg, block, valid)
             new_left.append(torch.cat([left_kv[i], kv[:, :c]], dim=1)[:, c:])
             new_memory.append(torch.cat([memory[i], mem_in.unsqueeze(1)], dim=1)[:, 1:])
-            seg, block, mem_in = layer(seg, block, h, kv, memory[i], left_kv[i], mask,
-                                       layer.position_bias(context, feats.device))
+            seg, block, mem_in = layer(seg, block, h, kv, memory[i], left_kv[i], mask, layer.position_bias(distance, m))
         return self.after_norm(seg), torch.stack(new_left), torch.stack(new_memory), index + 1
 
     def _embed(self, x: Tensor, x_lens: Tensor, state: EmformerState) -> tuple[list[Tensor], Tensor, Tensor]:
@@ -325,7 +330,8 @@ class EmformerEncoder(nn.Module):
         block = flat[rows + c + torch.arange(r, device=device)] * plan.rc_valid.unsqueeze(-1)  # (S, R, D)
 
         # which keys each query may attend to: [memory M | left L | segment C | block R]
-        mask = emformer_attn_mask(plan.index, plan.remaining, chunk=c, left=left, right=r, memory=m)
+        mask = _additive(emformer_attn_mask(plan.index, plan.remaining, chunk=c, left=left, right=r, memory=m), x.dtype)
+        distance = relative_distances(context, device)
 
         # per stream, where a segment's memory and left context lie in [state | this call] timelines
         mem_take = (plan.stream * (m + most) + plan.local).view(-1, 1) + torch.arange(m, device=device)
@@ -340,7 +346,7 @@ class EmformerEncoder(nn.Module):
             per = new.shape[1]
             out = torch.cat([cache, cache.new_zeros(batch, most * per, *cache.shape[2:])], dim=1)
             where = cache.shape[1] + plan.local.view(-1, 1) * per + torch.arange(per, device=device)
-            return out.index_put((plan.stream.view(-1, 1), where), new).flatten(0, 1)
+            return out.index_put((plan.stream.view(-1, 1), where), new.to(out.dtype)).flatten(0, 1)
 
         memory = seg.sum(1) / plan.s_valid.sum(1, keepdim=True).clamp(min=1)  # layer 0: mean of each input segment
         new_left, new_memory = [], []
@@ -350,22 +356,17 @@ class EmformerEncoder(nn.Module):
             h, kv = layer.prepare(seg, block, plan.s_valid)
             left_rows = timeline_of(state.left_kv[i], kv[:, :c])
             seg, block, memory = layer(
-                seg, block, h, kv, mem_rows[mem_take], left_rows[left_take], mask, layer.position_bias(context, device)
+                seg, block, h, kv, mem_rows[mem_take], left_rows[left_take], mask, layer.position_bias(distance, m)
             )
             new_memory.append(mem_rows[mem_keep])
             new_left.append(left_rows[left_keep])
         y = self.after_norm(seg)  # (S, C, D)
 
-        out_lens = [0] * batch
-        pieces: list[list[Tensor]] = [[] for _ in range(batch)]
-        valid_rows = plan.s_valid.sum(1).tolist()
-        for s, b in enumerate(plan.stream.tolist()):
-            pieces[b].append(y[s, : valid_rows[s]])
-            out_lens[b] += valid_rows[s]
-        out = y.new_zeros(batch, max(out_lens), d)
-        for b, p in enumerate(pieces):
-            if p:
-                out[b, : out_lens[b]] = torch.cat(p)
+        out_lens = torch.zeros(batch, dtype=torch.long, device=device).index_add(0, plan.stream, plan.s_valid.sum(1))
+        out = y.new_zeros(batch, int(out_lens.max()) if batch else 0, d)
+        rows_at = plan.local.view(-1, 1) * c + torch.arange(c, device=device)  # (S, C) output row of each
+        streams_at = plan.stream.view(-1, 1).expand_as(rows_at)
+        out = out.index_put((streams_at[plan.s_valid], rows_at[plan.s_valid]), y[plan.s_valid])
         rest = [f[n * c :] if not fin else f[:0] for f, n, fin in zip(frames, counts, final.tolist())]
         rest_width = max(f.shape[0] for f in rest)
         new_state = EmformerState(
@@ -378,4 +379,9 @@ class EmformerEncoder(nn.Module):
             memory=torch.stack(new_memory),
             segments=state.segments + counts_t,
         )
-        return out, torch.tensor(out_lens, device=device), new_state
+        return out, out_lens, new_state
+
+
+def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """(S, Q, K) True = may attend -> (S, 1, Q, K) 0 / -inf, added to every head's scores."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf")).unsqueeze(1)
