@@ -22,7 +22,13 @@ ChunkFormer-large, d=512, 17 blocks; an Emformer of d=640, 20 blocks).
 
     python benchmarks/encoder_cost.py [--shapes small large] [--threads 2] [--max-minutes 10]
 
-Prints tables and writes benchmarks/results/encoder_cost.{json,png}.
+Prints tables and writes benchmarks/results/encoder_cost.{json,png}. On 2 cores the re-encoding
+baseline dominates the run (the small shape's 10-minute profile: about 100 s per chunk size; the
+large shape's about ten times that), so the committed results come from
+
+    python benchmarks/encoder_cost.py --shapes small --out benchmarks/results/encoder_cost_small
+    python benchmarks/encoder_cost.py --shapes large --chunks-ms 320 --max-minutes 2 \
+        --out benchmarks/results/encoder_cost_large
 """
 
 from __future__ import annotations
