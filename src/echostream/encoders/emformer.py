@@ -291,15 +291,15 @@ class EmformerEncoder(nn.Module):
         counts = [-(-n // c) if fin else max(0, (n - r) // c) for n, fin in zip(lengths, finals)]
         stream = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))
         local = torch.cat([torch.arange(n, device=device) for n in counts]) if counts else stream
-        length = torch.tensor(lengths, device=device)[stream].view(-1, 1)  # (S, 1)
-        start = local.view(-1, 1) * c
+        remaining = torch.tensor(lengths, device=device)[stream] - local * c  # (S,) frames from each start on
+        rows = torch.arange(c + r, device=device) < remaining.view(-1, 1)  # (S, C + R) rows that exist
         return _Segments(
             stream=stream,
             index=torch.tensor(done, device=device)[stream] + local,
             local=local,
-            remaining=(length - start).view(-1),
-            s_valid=(start + torch.arange(c, device=device)) < length,
-            rc_valid=(start + c + torch.arange(r, device=device)) < length,
+            remaining=remaining,
+            s_valid=rows[:, :c],
+            rc_valid=rows[:, c:],
             counts=counts,
         )
 
