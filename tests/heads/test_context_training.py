@@ -116,8 +116,8 @@ def test_sampler_draws_from_its_sets() -> None:
     sampler = ContextSampler(chunk_sizes=(None, 4, 8), left_sizes=(0, 16), right_sizes=(0, 2, 6))
     rng = random.Random(0)
     drawn = [sampler.draw(rng, max_frames=30) for _ in range(300)]
-    assert ChunkContext(chunk=30, left=0, right=0) in drawn  # full context
-    limited = [c for c in drawn if c.chunk != 30]
+    assert ChunkContext(chunk=32, left=0, right=0) in drawn  # full context: 30 frames, rounded up to 16s
+    limited = [c for c in drawn if c.chunk != 32]
     assert {c.chunk for c in limited} == {4, 8}
     assert {c.left for c in limited} == {0, 16} and {c.right for c in limited} == {0, 2, 6}
     again = [sampler.draw(random.Random(0), max_frames=30) for _ in range(1)]
@@ -146,4 +146,5 @@ def test_sampler_rejects_bad_sets(kwargs: dict[str, object], message: str) -> No
 
 
 def test_full_context_of_empty_batch_is_valid() -> None:
-    assert ChunkContext.full(0) == ChunkContext(chunk=1, left=0, right=0)
+    assert ChunkContext.full(0) == ChunkContext(chunk=16, left=0, right=0)
+    assert ChunkContext.full(17).chunk == 32  # a multiple of 16: every encoder can run it

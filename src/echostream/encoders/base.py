@@ -65,11 +65,18 @@ class ChunkContext:
     def full(cls, max_frames: int) -> ChunkContext:
         """A context under which every frame attends to its whole utterance.
 
-        One chunk spans the longest utterance (``max_frames`` encoder frames), so each utterance is
-        a single chunk; ``left = right = 0`` since there is nothing outside it. The masked
-        computation then masks only the frames past each utterance's end.
+        One chunk spans the longest utterance (``max_frames`` encoder frames, rounded up to a
+        multiple of ``FULL_CHUNK_MULTIPLE`` so that every encoder's chunk constraint holds), so each
+        utterance is a single chunk; ``left = right = 0`` since there is nothing outside it. The
+        masked computation then masks only the frames past each utterance's end.
         """
-        return cls(chunk=max(1, max_frames), left=0, right=0)
+        chunk = -(-max(1, max_frames) // FULL_CHUNK_MULTIPLE) * FULL_CHUNK_MULTIPLE
+        return cls(chunk=chunk, left=0, right=0)
+
+
+FULL_CHUNK_MULTIPLE = 16
+"""Full-context chunks are a multiple of this (Zipformer's chunks must be whole multiples of its
+coarsest stack: 4 frames with the default downsampling factors, 8 with a 16x stack)."""
 
 
 # The defaults, in encoder frames, of every entry point (API, CLI, server, training validation):
@@ -149,8 +156,9 @@ StateT = TypeVar("StateT", bound="EncoderState")
 class EncoderState:
     """Base of the encoder states: frozen dataclasses of tensors batched over streams.
 
-    A field is batched along the dimension its ``batch_dim`` metadata names (default 0); fields
-    that are not tensors (a ``ChunkContext``) are shared and must be equal to be stacked. Fields
+    A field (a tensor, or a tuple of tensors: one per stack of a multi-rate encoder) is batched
+    along the dimension its ``batch_dim`` metadata names (default 0); other fields (a
+    ``ChunkContext``) are shared and must be equal to be stacked. Fields
     of different lengths along another dimension (pending frames) are padded by ``stack`` and
     trimmed by the encoder using the lengths it keeps.
     """
@@ -159,23 +167,19 @@ class EncoderState:
         """The state of stream ``index`` alone (batch of one)."""
         values = {}
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Tensor):
-                dim = f.metadata.get("batch_dim", 0)
-                value = value.narrow(dim, index, 1)
-            values[f.name] = value
+            dim = f.metadata.get("batch_dim", 0)
+            values[f.name] = _map(getattr(self, f.name), lambda t, dim=dim: t.narrow(dim, index, 1))
         return dataclasses.replace(self, **values)
 
     def to(self, device: torch.device | str) -> Self:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return dataclasses.replace(
-            self, **{k: v.to(device) if isinstance(v, Tensor) else v for k, v in values.items()}
-        )
+        values = {f.name: _map(getattr(self, f.name), lambda t: t.to(device)) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **values)
 
     @property
     def batch_size(self) -> int:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            value = value[0] if isinstance(value, tuple) and value else value
             if isinstance(value, Tensor):
                 return int(value.shape[f.metadata.get("batch_dim", 0)])
         raise ValueError("a state without tensors has no batch size")
@@ -189,21 +193,38 @@ class EncoderState:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(first):
             items = [getattr(s, f.name) for s in states]
-            if not isinstance(items[0], Tensor):
+            dim = f.metadata.get("batch_dim", 0)
+            if isinstance(items[0], Tensor):
+                values[f.name] = _cat_padded(items, dim)
+            elif isinstance(items[0], tuple) and all(isinstance(t, Tensor) for t in items[0]):
+                values[f.name] = tuple(_cat_padded(list(group), dim) for group in zip(*items))
+            else:
                 if any(item != items[0] for item in items):
                     raise ValueError(f"cannot batch streams whose {f.name} differ")
                 values[f.name] = items[0]
-                continue
-            dim = f.metadata.get("batch_dim", 0)
-            shape = [max(t.shape[d] for t in items) for d in range(items[0].dim())]
-            padded = []
-            for t in items:
-                pad: list[int] = []
-                for d in reversed(range(t.dim())):
-                    pad += [0, 0 if d == dim else shape[d] - t.shape[d]]
-                padded.append(torch.nn.functional.pad(t, pad) if any(pad) else t)
-            values[f.name] = torch.cat(padded, dim=dim)
         return dataclasses.replace(first, **values)
+
+
+def _map(value: Any, fn: Any) -> Any:
+    """``fn`` applied to a state field: a tensor, each tensor of a tuple, or nothing else."""
+    if isinstance(value, Tensor):
+        return fn(value)
+    if isinstance(value, tuple) and all(isinstance(t, Tensor) for t in value):
+        return tuple(fn(t) for t in value)
+    return value
+
+
+def _cat_padded(items: list[Tensor], dim: int) -> Tensor:
+    """Tensors concatenated along ``dim``, each first zero-padded at the end of every other
+    dimension to the largest size."""
+    shape = [max(t.shape[d] for t in items) for d in range(items[0].dim())]
+    padded = []
+    for t in items:
+        pad: list[int] = []
+        for d in reversed(range(t.dim())):
+            pad += [0, 0 if d == dim else shape[d] - t.shape[d]]
+        padded.append(torch.nn.functional.pad(t, pad) if any(pad) else t)
+    return torch.cat(padded, dim=dim)
 
 
 BATCH_DIM_1 = {"batch_dim": 1}
