@@ -17,6 +17,7 @@ import torch
 from echostream.encoders.base import ChunkContext, EncoderConfig, EncoderState, stack_states
 from echostream.encoders.chunkformer import ChunkFormerConfig
 from echostream.encoders.emformer import EmformerConfig
+from echostream.encoders.zipformer import ZipformerConfig
 from echostream.frontend.fbank import FbankConfig
 from echostream.models.asr import ASRModel, ASRModelConfig
 from echostream.models.build import ENCODERS, build_encoder, build_model
@@ -34,6 +35,11 @@ TINY: dict[str, EncoderConfig] = {
         input_dim=BINS, output_size=32, attention_heads=4, linear_units=64, num_blocks=3, memory_size=2,
         max_relative_position=6, dropout_rate=0.0, attention_dropout_rate=0.0,
     ),
+    "zipformer": ZipformerConfig(
+        input_dim=BINS, downsampling_factors=(1, 2, 4, 2), encoder_dims=(16, 24, 32, 24), num_layers=(1, 2, 1, 1),
+        attention_heads=(2, 2, 4, 2), feedforward_dims=(32, 48, 64, 48), cnn_module_kernels=(7, 5, 3, 5),
+        query_head_dim=8, value_head_dim=4, max_relative_position=5, dropout_rate=0.0,
+    ),
 }
 SETTINGS = [
     ChunkContext(chunk=4, left=8, right=0),
@@ -41,21 +47,41 @@ SETTINGS = [
     ChunkContext(chunk=2, left=0, right=4),
     ChunkContext(chunk=8, left=16, right=8),
 ]
+CAUSAL_SETTINGS = [  # a chunk-causal encoder: chunk and left in multiples of its coarsest stack (2 here)
+    ChunkContext(chunk=4, left=8, right=0),
+    ChunkContext(chunk=2, left=6, right=0),
+    ChunkContext(chunk=6, left=0, right=0),
+    ChunkContext(chunk=8, left=16, right=0),
+]
+SETTINGS_OF = {"zipformer": CAUSAL_SETTINGS}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every registered encoder, and with a ``context`` argument each setting it supports."""
+    if "encoder" not in metafunc.fixturenames:
+        return
+    names = sorted(ENCODERS)
+    if "context" in metafunc.fixturenames:
+        cases = [(n, c) for n in names for c in SETTINGS_OF.get(n, SETTINGS)]
+        metafunc.parametrize(("encoder", "context"), cases, indirect=["encoder"],
+                             ids=[f"{n}-c{c.chunk}l{c.left}r{c.right}" for n, c in cases])
+    else:
+        metafunc.parametrize("encoder", names, indirect=True)
 
 
 def test_every_registered_encoder_is_covered() -> None:
     assert set(TINY) == set(ENCODERS)
 
 
-@pytest.fixture(params=sorted(ENCODERS), scope="module")
+@pytest.fixture(scope="module")
 def encoder(request: pytest.FixtureRequest) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_encoder(TINY[request.param]).eval()
-
-
-@pytest.fixture(params=SETTINGS, ids=lambda c: f"c{c.chunk}l{c.left}r{c.right}")
-def context(request: pytest.FixtureRequest) -> ChunkContext:
-    return request.param  # type: ignore[no-any-return]
+    model = build_encoder(TINY[request.param]).eval()
+    with torch.no_grad():  # constant-initialised biases and scales (position biases) would hide mistakes
+        for p in model.parameters():
+            if p.numel() > 1 and bool((p == p.flatten()[0]).all()):
+                p.add_(0.1 * torch.randn_like(p))
+    return model
 
 
 def _utterances(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,7 +194,7 @@ def test_stack_and_select_round_trip(encoder: torch.nn.Module, context: ChunkCon
     n = int(c[1][0])
     assert n == int(a[1][1])
     torch.testing.assert_close(a[0][1, :n], c[0][0, :n], rtol=0, atol=TOLERANCE)
-    other = encoder.init_state(1, dataclasses.replace(context, left=context.left + 1))
+    other = encoder.init_state(1, dataclasses.replace(context, left=context.left + context.chunk))
     with pytest.raises(ValueError, match="context"):
         stack_states([rows[0], other])
 
@@ -196,7 +222,7 @@ def test_checkpoint_round_trip(encoder: torch.nn.Module, tmp_path: Path) -> None
     loaded = load_checkpoint(tmp_path / "model.pt")
     assert type(loaded.model.encoder) is type(model.encoder) and loaded.model.cfg == cfg
     x, x_lens = _utterances([100, 70])
-    context = SETTINGS[1]
+    context = SETTINGS_OF.get(encoder.cfg.type, SETTINGS)[1]
     with torch.inference_mode():
         torch.testing.assert_close(loaded.model(x, x_lens, context)[0], model(x, x_lens, context)[0], rtol=0, atol=0)
 
@@ -206,6 +232,8 @@ def _assert_states_equal(a: EncoderState, b: EncoderState) -> None:
         va, vb = getattr(a, f.name), getattr(b, f.name)
         if isinstance(va, torch.Tensor):
             assert torch.equal(va, vb), f.name
+        elif isinstance(va, tuple) and all(isinstance(t, torch.Tensor) for t in va):
+            assert len(va) == len(vb) and all(torch.equal(x, y) for x, y in zip(va, vb)), f.name
         else:
             assert va == vb, f.name
 

@@ -11,11 +11,13 @@ from torch import nn
 from echostream.encoders.base import EncoderConfig
 from echostream.encoders.chunkformer import ChunkFormerConfig, ChunkFormerEncoder
 from echostream.encoders.emformer import EmformerConfig, EmformerEncoder
+from echostream.encoders.zipformer import ZipformerConfig, ZipformerEncoder
 from echostream.models.asr import ASRModel, ASRModelConfig
 
 ENCODERS: dict[str, tuple[type[EncoderConfig], type[nn.Module]]] = {
     ChunkFormerConfig.TYPE: (ChunkFormerConfig, ChunkFormerEncoder),
     EmformerConfig.TYPE: (EmformerConfig, EmformerEncoder),
+    ZipformerConfig.TYPE: (ZipformerConfig, ZipformerEncoder),
 }
 
 
