@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 
 import echostream
@@ -32,3 +33,25 @@ def test_an_emformer_trains_with_the_same_command(tmp_path: Path, make_config: C
     model = echostream.load_model(ex.model_path(exp, 20))
     assert isinstance(model.bundle.model.encoder, EmformerEncoder)
     assert model.bundle.frame_seconds == 0.04
+
+
+TINY_ZIPFORMER = {
+    "type": "zipformer", "input_dim": 20, "downsampling_factors": [1, 2, 4, 2], "encoder_dims": [16, 24, 32, 24],
+    "num_layers": [1, 1, 1, 1], "attention_heads": [2, 2, 2, 2], "feedforward_dims": [32, 48, 64, 48],
+    "cnn_module_kernels": [7, 5, 3, 5], "query_head_dim": 8, "value_head_dim": 4, "dropout_rate": 0.1,
+}
+
+
+def test_a_context_the_encoder_cannot_run_is_refused_before_the_first_step(
+    tmp_path: Path, make_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = make_config(tmp_path, {"max_steps": 4})
+    cfg = yaml.safe_load(path.read_text())
+    cfg["model"]["encoder"] = TINY_ZIPFORMER
+    cfg["context"] = {"chunk_sizes": [4, None], "left_sizes": [8], "right_sizes": [0, 4]}
+    cfg["validation"] = {**cfg.get("validation", {}), "right_context": 0}
+    path.write_text(yaml.safe_dump(cfg))
+    exp = tmp_path / "exp"
+    assert main(["train", "--config", str(path), "--out", str(exp)]) != 0
+    assert "right 4: zipformer is chunk-causal: right_context must be 0" in capsys.readouterr().err
+    assert not list(exp.glob("checkpoints/*.pt"))

@@ -190,6 +190,18 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
+def _check_contexts(encoder: Any, cfg: TrainConfig) -> None:
+    """Every chunk/context training may draw, and validation's, suit the encoder (a chunk-causal
+    Zipformer takes no right context): found before the first step, not at the batch that draws it."""
+    settings = [("context", c) for c in cfg.context.settings()] + [("validation", cfg.validation.context)]
+    for where, context in settings:
+        try:
+            encoder.check_context(context)
+        except ValueError as err:
+            raise TrainingError(f"{where} setting chunk {context.chunk} / left {context.left} / right "
+                                f"{context.right}: {err}") from None
+
+
 def _rank_seed(seed: int, rank: int) -> int:
     return random.Random(f"{seed}:dropout:{rank}").getrandbits(63)
 
@@ -211,6 +223,7 @@ class _Run:
     ) -> None:
         self.cfg, self.out, self.env, self.device = cfg, out_dir, env, device
         self.model = setup.model.to(device).train()
+        _check_contexts(self.model.encoder, cfg)
         self.tokenizer, self.normalizer, self.fbank = setup.tokenizer, setup.normalizer, setup.fbank
         self.module = wrap(self.model, env, device)
         self.optimizer = _optimizer(self.model, cfg)
