@@ -3,6 +3,7 @@
 # run's best checkpoints and evaluate them at matched latencies (encoder comparison, issue 10).
 #
 #   recipes/synth_en/compare_encoders.sh [STEPS]     (default 800; run.sh stages 0-1 first)
+#   PRESETS="zipformer_small" recipes/synth_en/compare_encoders.sh    (some of the presets only)
 #
 # Each run resumes where it stopped (rerun the script). Results: exp/compare/<preset>/eval/*.txt.
 # Environment: PYTHON, THREADS as in run.sh; AVERAGE (default 1: the best checkpoint alone; on a
@@ -24,8 +25,9 @@ mkdir -p "$out"
 declare -A settings=(
   [synth_en_small]="4 16 0;16 32 0;64 128 128"
   [emformer_small]="4 32 4;16 64 16;64 128 128"
+  [zipformer_small]="8 32 0;32 64 0;64 128 0"
 )
-for preset in synth_en_small emformer_small; do
+for preset in ${PRESETS:-synth_en_small emformer_small zipformer_small}; do
   run=$out/$preset
   config=$out/$preset.yaml
   # the preset with its relative paths made absolute and the step budget of this comparison
