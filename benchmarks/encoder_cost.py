@@ -15,10 +15,13 @@ Modes (left contexts of 2.56 s where limited, no right context):
   unbounded left context (what StreamSpeech's simultaneous agent does with its chunk Conformer);
 - ``unbounded-cache``: the same network streaming with caches and unbounded left context (at
   position p, a step whose cache holds everything before p: step cost depends on shapes only);
-- ``emformer-m0`` / ``emformer-m4``: Emformer without / with a memory bank of 4.
+- ``emformer-m0`` / ``emformer-m4``: Emformer without / with a memory bank of 4;
+- ``zipformer``: the chunk-causal Zipformer, left context of 2.56 s at its 25 Hz output rate
+  (each stack keeps that many seconds at its own rate), caches.
 
 Shapes: ``small`` (the ~5.6 M presets of configs/, encoders only) and ``large`` (~100 M:
-ChunkFormer-large, d=512, 17 blocks; an Emformer of d=640, 20 blocks).
+ChunkFormer-large, d=512, 17 blocks; an Emformer of d=640, 20 blocks; a Zipformer of dims
+192/256/448/704/448/256 with 2/2/3/4/3/2 layers, 97 M).
 
     python benchmarks/encoder_cost.py [--shapes small large] [--threads 2] [--max-minutes 10]
 
@@ -71,6 +74,7 @@ def _encoders(shape: str) -> dict[str, torch.nn.Module]:
     from echostream.encoders.base import EncoderConfig
     from echostream.encoders.chunkformer import ChunkFormerConfig
     from echostream.encoders.emformer import EmformerConfig
+    from echostream.encoders.zipformer import ZipformerConfig
     from echostream.models.build import build_encoder
 
     def preset(name: str) -> EncoderConfig:
@@ -80,31 +84,42 @@ def _encoders(shape: str) -> dict[str, torch.nn.Module]:
     if shape == "small":
         chunkformer = preset("synth_en_small.yaml")
         emformer = preset("emformer_small.yaml")
+        zipformer = preset("zipformer_small.yaml")
     else:
         chunkformer = ChunkFormerConfig(input_dim=BINS, output_size=512, attention_heads=8, linear_units=2048,
                                         num_blocks=17, cnn_module_kernel=15)
         emformer = EmformerConfig(input_dim=BINS, output_size=640, attention_heads=8, linear_units=2560,
                                   num_blocks=20)
+        zipformer = ZipformerConfig(input_dim=BINS, encoder_dims=(192, 256, 448, 704, 448, 256),
+                                    attention_heads=(4, 4, 8, 8, 8, 4),
+                                    feedforward_dims=(512, 768, 1280, 1920, 1280, 768))
     no_dropout = {"dropout_rate": 0.0, "attention_dropout_rate": 0.0}
     torch.manual_seed(0)
     out = {"chunkformer": build_encoder(dataclasses.replace(chunkformer, **no_dropout,  # type: ignore[type-var]
                                                             positional_dropout_rate=0.0)).eval()}
     for m in (0, 4):
         out[f"emformer-m{m}"] = build_encoder(dataclasses.replace(emformer, memory_size=m, **no_dropout)).eval()  # type: ignore[type-var]
+    out["zipformer"] = build_encoder(dataclasses.replace(zipformer, dropout_rate=0.0)).eval()  # type: ignore[type-var]
     return out
 
 
 def modes(shape: str) -> list[Mode]:
     enc = _encoders(shape)
-    cf, cf_frame = enc["chunkformer"], 0.08
-    cf_left = round(LEFT_SECONDS / cf_frame)
-    em_frame = 0.04
+
+    def frame_s(name: str) -> float:
+        return enc[name].subsampling * FEATURE_S  # type: ignore[no-any-return]
+
+    def cached(name: str) -> Mode:
+        return Mode(name, enc[name], frame_s(name), round(LEFT_SECONDS / frame_s(name)))
+
+    cf = enc["chunkformer"]
     return [
-        Mode("chunkformer", cf, cf_frame, cf_left),
-        Mode("reencode", cf, cf_frame, None, reencode=True),
-        Mode("unbounded-cache", cf, cf_frame, None),
-        Mode("emformer-m0", enc["emformer-m0"], em_frame, round(LEFT_SECONDS / em_frame)),
-        Mode("emformer-m4", enc["emformer-m4"], em_frame, round(LEFT_SECONDS / em_frame)),
+        cached("chunkformer"),
+        Mode("reencode", cf, frame_s("chunkformer"), None, reencode=True),
+        Mode("unbounded-cache", cf, frame_s("chunkformer"), None),
+        cached("emformer-m0"),
+        cached("emformer-m4"),
+        cached("zipformer"),
     ]
 
 
@@ -113,7 +128,10 @@ def params(module: torch.nn.Module) -> float:
 
 
 def state_bytes(state: object) -> int:
-    return sum(v.numel() * v.element_size() for v in vars(state).values() if isinstance(v, torch.Tensor))
+    """Bytes of every tensor a state holds (fields may be tensors or tuples of them)."""
+    tensors = [t for v in vars(state).values() for t in (v if isinstance(v, tuple) else (v,))
+               if isinstance(t, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _context(mode: Mode, chunk_s: float, position_s: float = 0.0) -> object:
@@ -217,6 +235,7 @@ def main() -> None:
     parser.add_argument("--chunks-ms", nargs="+", type=int, default=[320, 640])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-minutes", type=float, default=10.0, help="longest stream position")
+    parser.add_argument("--modes", nargs="+", help="only these modes (reencode, the ratios' baseline, is always run)")
     parser.add_argument("--out", default=str(RESULTS / "encoder_cost"), help="output prefix (.json, .png)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -224,6 +243,8 @@ def main() -> None:
     runs: list[dict[str, object]] = results["runs"]  # type: ignore[assignment]
     for shape in args.shapes:
         for mode in modes(shape):
+            if args.modes and mode.name not in {*args.modes, "reencode"}:
+                continue
             for chunk_ms in args.chunks_ms:
                 chunk_s = chunk_ms / 1000
                 t0 = time.perf_counter()

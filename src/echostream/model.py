@@ -13,7 +13,12 @@ import numpy as np
 import torch
 
 from echostream.audio import AudioError, prepare_waveform
-from echostream.encoders.base import OFFLINE_CONTEXT, user_context
+from echostream.encoders.base import (
+    OFFLINE_CONTEXT,
+    ChunkContext,
+    default_right_context,
+    user_context,
+)
 from echostream.heads.search import (
     AttentionRescoring,
     CTCGreedySearch,
@@ -33,7 +38,7 @@ from echostream.transcript import Transcript, build_transcript
 
 AudioLike = str | os.PathLike | np.ndarray | tuple[np.ndarray, int]
 
-DEFAULT_CHUNK, DEFAULT_LEFT, DEFAULT_RIGHT = OFFLINE_CONTEXT.chunk, OFFLINE_CONTEXT.left, OFFLINE_CONTEXT.right
+DEFAULT_CHUNK, DEFAULT_LEFT = OFFLINE_CONTEXT.chunk, OFFLINE_CONTEXT.left
 DECODINGS = ("greedy", "prefix_beam", "attention_rescoring")
 MAX_PIECE_SECONDS = 30.0  # longest piece prefix beam search / rescoring decode at once
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -68,7 +73,7 @@ class TranscribeOptions:
 
     chunk_size: int = DEFAULT_CHUNK
     left_context: int = DEFAULT_LEFT
-    right_context: int = DEFAULT_RIGHT
+    right_context: int | None = None  # None: the model's default look-ahead
     sample_rate: int | None = None
     batch_seconds: float = 300.0
     block_seconds: float = 30.0
@@ -134,20 +139,26 @@ class Model:
                 inputs.append(_InputError(name, str(err)))
         return inputs
 
+    def _context(self, chunk_size: int, left_context: int, right_context: int | None) -> ChunkContext:
+        """The user's setting; right context ``None``: the encoder's default look-ahead (128
+        frames, none for a chunk-causal encoder)."""
+        right = default_right_context(self.bundle.model.encoder) if right_context is None else right_context
+        return user_context(chunk_size, left_context, right)
+
     def _decode(
         self,
         audio: AudioLike | Sequence[AudioLike],
         *,
         chunk_size: int,
         left_context: int,
-        right_context: int,
+        right_context: int | None,
         sample_rate: int | None,
         batch_seconds: float,
         block_seconds: float,
         keep_log_probs: bool,
         progress: Callable[[float], None] | None,
     ) -> tuple[list[AudioInput | _InputError], list]:
-        context = user_context(chunk_size, left_context, right_context)
+        context = self._context(chunk_size, left_context, right_context)
         inputs = self._inputs(audio, sample_rate)
         decoder = LongFormDecoder(
             self.bundle, context, block_seconds=block_seconds, batch_seconds=batch_seconds,
@@ -163,7 +174,7 @@ class Model:
         *,
         chunk_size: int = DEFAULT_CHUNK,
         left_context: int = DEFAULT_LEFT,
-        right_context: int = DEFAULT_RIGHT,
+        right_context: int | None = None,
         sample_rate: int | None = None,
         batch_seconds: float = 300.0,
         block_seconds: float = 30.0,
@@ -177,7 +188,9 @@ class Model:
         """Transcribe files (any length, any format soundfile or ffmpeg reads) or arrays.
 
         ``audio`` is a path, an array (with ``sample_rate``), an ``(array, rate)`` pair, or a list of
-        them. Chunk and contexts are in the model's encoder frames (80 ms ChunkFormer, 40 ms Emformer). Up to ``batch_seconds`` of audio are
+        them. Chunk and contexts are in the model's encoder frames (80 ms ChunkFormer, 40 ms Emformer
+        and Zipformer); ``right_context=None`` is the model's default look-ahead (128 frames, none
+        for a chunk-causal encoder such as the Zipformer). Up to ``batch_seconds`` of audio are
         encoded per step, ``block_seconds`` per input. An input that cannot be read gets a
         Transcript with ``error`` set; the others are transcribed all the same. An input whose
         decoding fails part-way keeps the transcript of the audio before the failure, with
@@ -228,7 +241,7 @@ class Model:
             decoding=opts.decoding, beam_size=opts.beam_size, ctc_weight=opts.ctc_weight,
             reverse_weight=opts.reverse_weight,
         )
-        context = user_context(opts.chunk_size, opts.left_context, opts.right_context)
+        context = self._context(opts.chunk_size, opts.left_context, opts.right_context)
         max_silence, block_seconds = opts.max_silence, opts.block_seconds
         seconds = self.bundle.frame_seconds
         if max_silence < seconds:
@@ -295,7 +308,7 @@ class Model:
         *,
         chunk_size: int = DEFAULT_CHUNK,
         left_context: int = DEFAULT_LEFT,
-        right_context: int = DEFAULT_RIGHT,
+        right_context: int | None = None,
         sample_rate: int | None = None,
         block_seconds: float = 30.0,
     ) -> np.ndarray:

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from echostream.encoders.base import ChunkContext, EncoderConfig, EncoderState, stack_states
+from echostream.encoders.base import (
+    OFFLINE_CONTEXT,
+    ChunkContext,
+    EncoderConfig,
+    EncoderState,
+    default_right_context,
+    stack_states,
+)
 from echostream.encoders.chunkformer import ChunkFormerConfig
 from echostream.encoders.emformer import EmformerConfig
 from echostream.encoders.zipformer import ZipformerConfig
@@ -210,6 +217,20 @@ def test_frames_come_out_within_the_stated_latency(encoder: torch.nn.Module, con
             _, y_lens, _ = encoder.forward_chunk(x, torch.tensor([need]), encoder.init_state(1, context),
                                                  torch.tensor([False]))
         assert int(y_lens[0]) >= chunks * context.chunk
+
+
+def test_the_causal_flag_says_whether_look_ahead_is_refused(encoder: torch.nn.Module) -> None:
+    """``causal`` drives the default right context of long-form decoding (0 for a causal encoder),
+    so it must agree with what ``check_context`` accepts."""
+    ahead = ChunkContext(chunk=4, left=8, right=4)
+    if encoder.causal:
+        with pytest.raises(ValueError, match="right_context must be 0"):
+            encoder.check_context(ahead)
+        assert default_right_context(encoder) == 0
+    else:
+        encoder.check_context(ahead)
+        assert default_right_context(encoder) == OFFLINE_CONTEXT.right
+    encoder.check_context(dataclasses.replace(ahead, right=default_right_context(encoder)))
 
 
 def test_checkpoint_round_trip(encoder: torch.nn.Module, tmp_path: Path) -> None:

@@ -42,13 +42,18 @@ def add_model_argument(p: argparse.ArgumentParser, flag: str = "--model") -> Non
     p.add_argument(flag, metavar="MODEL", default="default", help=MODEL_HELP)
 
 
-def add_context_arguments(p: argparse.ArgumentParser, chunk: int, left: int, right: int) -> None:
+def add_context_arguments(p: argparse.ArgumentParser, chunk: int, left: int, right: int | None) -> None:
+    """``right`` None: the model's default look-ahead (the long-form 128, none for a chunk-causal
+    encoder), resolved once the model is loaded."""
     p.add_argument("--chunk-size", type=int, default=chunk, metavar="FRAMES",
-                   help="chunk size in the model's encoder frames (80 ms ChunkFormer, 40 ms Emformer; 1 to 1024)")
+                   help="chunk size in the model's encoder frames (80 ms ChunkFormer, 40 ms Emformer and "
+                        "Zipformer; 1 to 1024)")
     p.add_argument("--left-context", type=int, default=left, metavar="FRAMES",
                    help="frames of left context each chunk attends to (0 to 1024)")
+    default = (f"default {right}" if right is not None
+               else "default 128, or 0 for a chunk-causal encoder such as the Zipformer")
     p.add_argument("--right-context", type=int, default=right, metavar="FRAMES",
-                   help="frames of right context (look-ahead) each chunk attends to (0 to 1024)")
+                   help=f"frames of right context (look-ahead) each chunk attends to (0 to 1024; {default})")
 
 
 def add_device_arguments(p: argparse.ArgumentParser, device: str = "cpu") -> None:

@@ -50,7 +50,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = parser_of(sub, "eval", help="word and character error rates of a model on a manifest")
     p.add_argument("--manifest", required=True, action="append", help="manifest (JSONL); repeat for several")
     add_model_argument(p)
-    add_context_arguments(p, *OFFLINE_CONTEXT.as_tuple())
+    add_context_arguments(p, OFFLINE_CONTEXT.chunk, OFFLINE_CONTEXT.left, None)
     p.add_argument("--decoding", choices=["greedy", "prefix_beam", "attention_rescoring"], default="greedy",
                    help="greedy CTC, CTC prefix beam search, or the beam re-ranked by the attention decoder")
     p.add_argument("--beam-size", type=int, default=10, help="beam for prefix_beam and attention_rescoring")

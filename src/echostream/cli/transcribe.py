@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", dest="list_file", metavar="FILE",
                    help="a file listing audio paths, one per line (relative to the current directory)")
     add_model_argument(p)
-    add_context_arguments(p, *OFFLINE_CONTEXT.as_tuple())
+    add_context_arguments(p, OFFLINE_CONTEXT.chunk, OFFLINE_CONTEXT.left, None)
     p.add_argument("--format", choices=FORMATS, default="txt",
                    help="txt: the text; json: text, segments, words and tokens with times (several "
                         "files on stdout: one JSON object per line); srt / vtt: subtitles, a cue per segment")

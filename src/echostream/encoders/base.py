@@ -85,6 +85,12 @@ OFFLINE_CONTEXT = ChunkContext(chunk=64, left=128, right=128)
 STREAMING_CONTEXT = ChunkContext(chunk=8, left=32, right=0)
 
 
+def default_right_context(encoder: Any) -> int:
+    """The long-form default look-ahead of ``encoder``: ``OFFLINE_CONTEXT.right``, or none for a
+    chunk-causal encoder (Zipformer)."""
+    return 0 if encoder.causal else OFFLINE_CONTEXT.right
+
+
 def user_context(chunk_size: int, left_context: int, right_context: int) -> ChunkContext:
     """A chunk/context setting asked for by a user, checked against ``MAX_CONTEXT_FRAMES``.
 
@@ -246,6 +252,7 @@ class StreamingEncoder(Protocol[StateT]):
 
     subsampling: int  # feature frames per encoder frame
     receptive_field: int  # feature frames one encoder frame sees (its first at subsampling * j)
+    causal: bool  # no look-ahead: a right context must be 0 (the default one is then 0)
 
     def output_size(self) -> int: ...
 

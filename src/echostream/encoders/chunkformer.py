@@ -284,6 +284,7 @@ class ChunkFormerEncoder(nn.Module):
 
     subsampling = RATE
     receptive_field = RECEPTIVE_FIELD
+    causal = False
 
     def __init__(self, cfg: ChunkFormerConfig) -> None:
         super().__init__()

@@ -393,6 +393,8 @@ def fit_channels(x: Tensor, dim: int) -> Tensor:
 class ZipformerEncoder(nn.Module):
     """Embedding, the stacks, channel merge, a final 2x downsampling to 40 ms frames."""
 
+    causal = True
+
     def __init__(self, cfg: ZipformerConfig) -> None:
         super().__init__()
         self.cfg = cfg

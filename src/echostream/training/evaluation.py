@@ -262,7 +262,7 @@ def evaluate(
     *,
     chunk_size: int,
     left_context: int,
-    right_context: int,
+    right_context: int | None,
     decoding: str = "greedy",
     beam_size: int = 10,
     normalizer: NormalizerConfig | None,
