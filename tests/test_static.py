@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _tool(name: str) -> str:
     found = shutil.which(name) or str(Path(sys.executable).parent / name)
     if not Path(found).exists():
-        pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
+        pytest.skip(f"{name} is not installed (pip install -c constraints.txt -e '.[all,test]')")
     return found
 
 

@@ -19,6 +19,7 @@ from echostream.encoders.base import (
     default_right_context,
     user_context,
 )
+from echostream.extras import MissingExtraError, require
 from echostream.heads.search import (
     AttentionRescoring,
     CTCGreedySearch,
@@ -333,9 +334,11 @@ class Model:
 
 def _download(repo_id: str) -> Path:
     try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - it is a dependency
-        raise CheckpointError(f"{repo_id}: install huggingface_hub to download models") from None
+        require("hub", "downloading a model")
+    except MissingExtraError as err:
+        raise CheckpointError(f"{repo_id}: not a local file or folder, and {err}") from None
+    from huggingface_hub import snapshot_download
+
     try:
         return Path(snapshot_download(repo_id=repo_id))
     except Exception as err:  # noqa: BLE001 - network and hub errors come in many types

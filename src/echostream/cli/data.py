@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from echostream.cli.common import CLIError, parser_of, report_problems
+from echostream.extras import require
 
 
 def add_manifest_parser(sub: argparse._SubParsersAction) -> None:
@@ -99,6 +100,8 @@ def run_manifest(args: argparse.Namespace) -> int:
 
 
 def run_tokenizer(args: argparse.Namespace) -> int:
+    if args.kind != "char":  # SentencePiece
+        require("train", f"echostream tokenizer --kind {args.kind}")
     from echostream.data.manifest import read_manifest
     from echostream.text.normalize import DEFAULT_NORMALIZER
     from echostream.text.tokenizer import train_tokenizer

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from echostream.cli import data, serve, training, transcribe
 from echostream.cli.common import CLIError, HelpFormatter, default_model_path, expand_inputs
+from echostream.extras import MissingExtraError
 
 __all__ = ["CLIError", "build_parser", "default_model_path", "expand_inputs", "main"]
 
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return VERBS[args.command](args)
-    except CLIError as err:
+    except (CLIError, MissingExtraError) as err:
         if args.debug:
             raise
         print(f"echostream: error: {err}", file=sys.stderr)

@@ -15,6 +15,7 @@ from echostream.cli.common import (
     parser_of,
 )
 from echostream.encoders.base import STREAMING_CONTEXT
+from echostream.extras import require
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def add_client_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    require("server", "echostream serve")
     from echostream.server import ServerConfig, listen, serve
 
     try:
@@ -63,6 +65,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_client(args: argparse.Namespace) -> int:
+    require("server", "echostream client")
     from echostream.server.client import ClientError, FinalResult, stream_file
 
     if args.chunk_ms < 1:

@@ -17,6 +17,7 @@ from echostream.cli.common import (
     set_threads,
 )
 from echostream.encoders.base import OFFLINE_CONTEXT
+from echostream.extras import require
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +64,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    require("train", "echostream train")
     from tqdm import tqdm
 
     from echostream.training.config import load_train_config
@@ -122,6 +124,7 @@ def run_average(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    require("train", "echostream eval")
     from tqdm import tqdm
 
     from echostream.data.manifest import read_manifest
