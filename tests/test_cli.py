@@ -288,6 +288,67 @@ def test_output_dir_writes_one_file_per_input(
     assert "3 of 3 files transcribed" in err
 
 
+# ------------------------------------------------------------------- shards and resumed runs
+
+
+def _batch(audio_copies: Path) -> list[Path]:
+    """Six inputs, two stems repeated (utt2 and utt0 twice each)."""
+    return [audio_copies / "utt2.wav", _audio("utt3.wav"), audio_copies / "sub" / "utt1.wav", _audio("utt2.wav"),
+            audio_copies / "utt0.wav", _audio("utt0.wav")]
+
+
+def test_shards_split_the_inputs_and_together_write_what_one_run_writes(
+    capsys: pytest.CaptureFixture[str], audio_copies: Path, tmp_path: Path
+) -> None:
+    inputs = _batch(audio_copies)
+    whole = tmp_path / "whole"
+    assert _transcribe(capsys, "--output-dir", whole, *inputs)[0] == 0
+    expected = {p.name: p.read_text() for p in whole.iterdir()}
+    assert len(expected) == 6
+    shared, parts = tmp_path / "shards", []
+    for k in (1, 2, 3):
+        code, _, err = _transcribe(capsys, "--shard", f"{k}/3", "--output-dir", shared, *inputs)
+        assert code == 0, err
+        [(count, seconds)] = re.findall(rf"shard {k}/3: (\d+) of 6 inputs, ([\d.]+) s of audio", err)
+        parts.append((int(count), float(seconds)))
+    assert {p.name: p.read_text() for p in shared.iterdir()} == expected  # disjoint, all, same names
+    assert sum(n for n, _ in parts) == 6
+    longest = max(sf.info(str(f)).duration for f in inputs)
+    loads = [s for _, s in parts]
+    assert max(loads) - min(loads) <= longest + 0.1  # balanced by duration (4.3 / 6.3 / 4.9 s here)
+
+
+def test_resume_skips_the_inputs_already_written_and_redoes_the_rest(
+    capsys: pytest.CaptureFixture[str], audio_copies: Path, tmp_path: Path
+) -> None:
+    inputs = _batch(audio_copies)
+    out_dir = tmp_path / "out"
+    assert _transcribe(capsys, "--output-dir", out_dir, *inputs)[0] == 0
+    expected = {p.name: p.read_text() for p in out_dir.iterdir()}
+    (out_dir / "utt2-2.txt").unlink()  # as if the run had been killed before these two
+    (out_dir / "utt3.txt").unlink()
+    (out_dir / ".utt3.txt.partial").write_text("half")  # what a kill mid-write leaves: not an output
+    code, _, err = _transcribe(capsys, "--resume", "--output-dir", out_dir, *inputs)
+    assert code == 0, err
+    assert "resuming: 4 of 6 inputs already have their output" in err
+    assert "2 of 2 files transcribed" in err
+    assert {p.name: p.read_text() for p in out_dir.iterdir() if not p.name.startswith(".")} == expected
+    code, _, err = _transcribe(capsys, "--resume", "--output-dir", out_dir, *inputs)
+    assert code == 0 and "nothing to transcribe" in err
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--shard", "0/2"], ["--shard", "1 <= K <= N", "'0/2'"]),
+    (["--shard", "3/2"], ["--shard", "'3/2'"]),
+    (["--shard", "half"], ["--shard must be K/N", "'half'"]),
+    (["--resume"], ["--resume needs --output-dir"]),
+])  # fmt: skip
+def test_bad_shard_and_resume_options(capsys: pytest.CaptureFixture[str], args: list[str], words: list[str]) -> None:
+    code, out, err = _transcribe(capsys, *args, _audio("utt2.wav"))
+    assert code == 2 and out == ""
+    _assert_one_line_error(err, *words)
+
+
 # ------------------------------------------------------------------------------ bad inputs
 
 

@@ -38,6 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "files on stdout: one JSON object per line); srt / vtt: subtitles, a cue per segment")
     p.add_argument("--output-dir", metavar="DIR",
                    help="write one FILE.<format> per input here instead of printing (checked before decoding)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="transcribe only part K of N (1 <= K <= N) of the inputs: a deterministic split "
+                        "balanced by duration, for SLURM arrays, Kubernetes jobs or GNU parallel")
+    p.add_argument("--resume", action="store_true",
+                   help="skip inputs whose output file is already in --output-dir (outputs are written "
+                        "atomically, so a killed run leaves none half-written)")
     p.add_argument("--batch-seconds", type=float, default=300.0, help="audio seconds encoded per step (bounds memory)")
     p.add_argument("--block-seconds", type=float, default=30.0, help="audio seconds read per input per step")
     p.add_argument("--decoding", choices=DECODINGS, default="greedy",
@@ -46,14 +52,49 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_device_arguments(p)
 
 
-def _output_name(source: str, used: set[str]) -> str:
-    stem = Path(source).stem or "audio"
-    name, n = stem, 1
-    while name in used:
-        n += 1
-        name = f"{stem}-{n}"
-    used.add(name)
-    return name
+def output_names(sources: list[str]) -> list[str]:
+    """Each input's output name (no suffix): its stem, with -2, -3, ... for repeated stems in
+    input order. Named from the whole input list, so that every shard and every resumed run
+    gives an input the same name."""
+    used: set[str] = set()
+    names = []
+    for source in sources:
+        stem = Path(source).stem or "audio"
+        name, n = stem, 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N), 1 <= K <= N."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise CLIError(f"--shard must be K/N (part K of N, e.g. 2/8), got {text!r}") from None
+    if not 1 <= k <= n:
+        raise CLIError(f"--shard K/N needs 1 <= K <= N, got {text!r}")
+    return k, n
+
+
+def shard_of(durations: list[float], k: int, n: int) -> list[int]:
+    """The indices of part ``k`` of ``n``: inputs longest first, each to the part with the least
+    audio so far (ties: the lowest part, then input order), so the parts are balanced and every
+    process that sees the same inputs makes the same split.
+
+    >>> [shard_of([5.0, 1.0, 4.0, 2.0], k, 2) for k in (1, 2)]
+    [[0, 1], [2, 3]]
+    """
+    load = [0.0] * n
+    part = [0] * len(durations)
+    for i in sorted(range(len(durations)), key=lambda i: (-durations[i], i)):
+        best = min(range(n), key=lambda j: (load[j], j))
+        part[i] = best
+        load[best] += durations[i]
+    return [i for i in range(len(durations)) if part[i] == k - 1]
 
 
 class _Writer:
@@ -64,15 +105,20 @@ class _Writer:
 
         self.fmt, self.out_dir, self.several, self.out = fmt, out_dir, several, out
         self.render = WRITERS[fmt]
-        self.used: set[str] = set()
 
-    def write(self, result: object) -> None:
+    def path(self, name: str) -> Path:
+        assert self.out_dir is not None
+        return self.out_dir / f"{name}.{self.fmt}"
+
+    def write(self, result: object, name: str) -> None:
         from echostream.transcript import Transcript, to_json_line
 
         assert isinstance(result, Transcript)
-        if self.out_dir is not None:
-            path = self.out_dir / f"{_output_name(result.source, self.used)}.{self.fmt}"
-            path.write_text(self.render(result), encoding="utf-8")
+        if self.out_dir is not None:  # atomically: --resume trusts any file it finds
+            path = self.path(name)
+            partial = path.with_name(f".{path.name}.partial")
+            partial.write_text(self.render(result), encoding="utf-8")
+            partial.replace(path)
         elif self.fmt == "txt":
             print(f"{result.source}\t{result.text}" if self.several else result.text, file=self.out)
         elif self.fmt == "json":
@@ -92,17 +138,37 @@ def run(args: argparse.Namespace) -> int:
     from echostream.model import TranscribeOptions
 
     files = expand_inputs(args.inputs, args.list_file)
+    shard = parse_shard(args.shard) if args.shard else None
+    if args.resume and not args.output_dir:
+        raise CLIError("--resume needs --output-dir (it skips the inputs whose output file is there)")
     out_dir = check_writable_dir(args.output_dir) if args.output_dir else None
     if args.beam_size < 1:
         raise CLIError(f"--beam-size must be at least 1, got {args.beam_size}")
-    model = open_model(args)
-    total = 0.0
+    names = output_names(files)
+    durations = []
     for f in files:
         try:
-            total += audio_duration(f)
+            durations.append(audio_duration(f))
         except AudioError:
-            pass
-    writer = _Writer(args.format, out_dir, len(files) > 1, sys.stdout)
+            durations.append(0.0)  # reported when it is decoded
+    chosen = shard_of(durations, *shard) if shard else list(range(len(files)))
+    several = len(files) > 1
+    writer = _Writer(args.format, out_dir, several, sys.stdout)
+    if args.resume:
+        todo = [i for i in chosen if not writer.path(names[i]).is_file()]
+        if len(todo) < len(chosen):
+            print(f"resuming: {len(chosen) - len(todo)} of {len(chosen)} inputs already have their output",
+                  file=sys.stderr)
+        chosen = todo
+    if shard:
+        print(f"shard {shard[0]}/{shard[1]}: {len(chosen)} of {len(files)} inputs, "
+              f"{sum(durations[i] for i in chosen):.1f} s of audio", file=sys.stderr)
+    total = sum(durations[i] for i in chosen)
+    files, names = [files[i] for i in chosen], [names[i] for i in chosen]
+    if not files:
+        print("nothing to transcribe", file=sys.stderr)
+        return 0
+    model = open_model(args)
     done = failed = 0
     audio = 0.0
     started = time.perf_counter()
@@ -113,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             batch_seconds=args.batch_seconds, block_seconds=args.block_seconds, decoding=args.decoding,
             beam_size=args.beam_size,
         )
-        for _, result in model.transcribe_iter(files, options, progress=lambda s: bar.update(s)):
+        for index, result in model.transcribe_iter(files, options, progress=lambda s: bar.update(s)):
             audio += result.duration
             if result.error is not None:
                 failed += 1
@@ -123,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
                     continue
             else:
                 done += 1
-            writer.write(result)
+            writer.write(result, names[index])
     wall = time.perf_counter() - started
     summary = f"{done} of {len(files)} files transcribed"
     if audio > 0:
