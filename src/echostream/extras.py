@@ -16,6 +16,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "server": ("fastapi", "uvicorn", "websockets", "python_multipart"),
     "train": ("jiwer", "sentencepiece", "tensorboard"),
     "hub": ("huggingface_hub",),
+    "ray": ("ray",),
 }
 """The modules each extra provides (pyproject.toml's optional-dependencies install them)."""
 

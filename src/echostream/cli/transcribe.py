@@ -18,7 +18,9 @@ from echostream.cli.common import (
     open_model,
     parser_of,
 )
-from echostream.encoders.base import OFFLINE_CONTEXT
+from echostream.encoders.base import OFFLINE_CONTEXT, user_context
+from echostream.extras import require
+from echostream.transcript import Transcript
 
 FORMATS = ("txt", "json", "srt", "vtt")
 DECODINGS = ("greedy", "prefix_beam", "attention_rescoring")
@@ -44,6 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="skip inputs whose output file is already in --output-dir (outputs are written "
                         "atomically, so a killed run leaves none half-written)")
+    p.add_argument("--ray-workers", type=int, metavar="N",
+                   help="transcribe on N Ray workers (the 'ray' extra; --threads per worker, default 1): "
+                        "a local cluster, or --ray-address's")
+    p.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (auto, ray://host:10001)")
     p.add_argument("--batch-seconds", type=float, default=300.0, help="audio seconds encoded per step (bounds memory)")
     p.add_argument("--block-seconds", type=float, default=30.0, help="audio seconds read per input per step")
     p.add_argument("--decoding", choices=DECODINGS, default="greedy",
@@ -138,6 +144,12 @@ def run(args: argparse.Namespace) -> int:
     from echostream.model import TranscribeOptions
 
     files = expand_inputs(args.inputs, args.list_file)
+    if args.ray_workers is not None:
+        if args.ray_workers < 1:
+            raise CLIError(f"--ray-workers must be at least 1, got {args.ray_workers}")
+        require("ray", "echostream transcribe --ray-workers")
+    elif args.ray_address:
+        raise CLIError("--ray-address needs --ray-workers")
     shard = parse_shard(args.shard) if args.shard else None
     if args.resume and not args.output_dir:
         raise CLIError("--resume needs --output-dir (it skips the inputs whose output file is there)")
@@ -168,28 +180,43 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print("nothing to transcribe", file=sys.stderr)
         return 0
-    model = open_model(args)
+    options = TranscribeOptions(
+        chunk_size=args.chunk_size, left_context=args.left_context, right_context=args.right_context,
+        batch_seconds=args.batch_seconds, block_seconds=args.block_seconds, decoding=args.decoding,
+        beam_size=args.beam_size,
+    )
+    user_context(args.chunk_size, args.left_context, args.right_context or 0)  # before any worker starts
     done = failed = 0
     audio = 0.0
     started = time.perf_counter()
     with tqdm(total=round(total, 1), unit="s", desc="transcribing", disable=None, file=sys.stderr,
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
-        options = TranscribeOptions(
-            chunk_size=args.chunk_size, left_context=args.left_context, right_context=args.right_context,
-            batch_seconds=args.batch_seconds, block_seconds=args.block_seconds, decoding=args.decoding,
-            beam_size=args.beam_size,
-        )
-        for index, result in model.transcribe_iter(files, options, progress=lambda s: bar.update(s)):
+
+        def finished(index: int, result: Transcript, *, count_progress: bool = False) -> None:
+            nonlocal audio, done, failed
             audio += result.duration
+            if count_progress:
+                bar.update(result.duration)
             if result.error is not None:
                 failed += 1
                 kept = f" (kept the transcript of its first {result.duration:.1f} s)" if result.duration else ""
                 bar.write(f"error: {result.error}{kept}", file=sys.stderr)
                 if not result.duration:
-                    continue
+                    return
             else:
                 done += 1
             writer.write(result, names[index])
+
+        if args.ray_workers:
+            from echostream.ray_runner import RayJob, run_on_ray
+
+            job = RayJob(model=args.model, workers=args.ray_workers, threads=max(1, args.threads),
+                         address=args.ray_address, device=args.device, options=options)
+            run_on_ray(files, job, lambda i, r: finished(i, r, count_progress=True))
+        else:
+            model = open_model(args)
+            for index, result in model.transcribe_iter(files, options, progress=lambda s: bar.update(s)):
+                finished(index, result)
     wall = time.perf_counter() - started
     summary = f"{done} of {len(files)} files transcribed"
     if audio > 0:
