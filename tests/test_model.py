@@ -105,10 +105,11 @@ def test_result_types(model: Model) -> None:
 
 def test_defaults_are_chunk_64_left_128_right_128(model: Model) -> None:
     """The default call decodes as the masked batch at 64/128/128 does (an independent path),
-    and not as another setting does."""
+    and not as another setting does. The right context defaults to the encoder's own (None):
+    128 for a ChunkFormer."""
     params = inspect.signature(Model.transcribe).parameters
     assert (params["chunk_size"].default, params["left_context"].default) == (64, 128)
-    assert params["right_context"].default == 128
+    assert params["right_context"].default is None
     path = _audio("long.wav")
     default = model.transcribe(path)[0]
     assert default.ok
