@@ -297,13 +297,22 @@ def _batch(audio_copies: Path) -> list[Path]:
             audio_copies / "utt0.wav", _audio("utt0.wav")]
 
 
+def _written(folder: Path) -> dict[str, str]:
+    """The outputs in ``folder`` (not the hidden .partial files of unfinished writes): name -> text."""
+    return {p.name: p.read_text() for p in folder.iterdir() if not p.name.startswith(".")}
+
+
+def _one_run(capsys: pytest.CaptureFixture[str], audio_copies: Path, out_dir: Path) -> tuple[list[Path], dict[str, str]]:
+    """The batch's inputs, and what one plain run over them writes into ``out_dir``."""
+    inputs = _batch(audio_copies)
+    assert _transcribe(capsys, "--output-dir", out_dir, *inputs)[0] == 0
+    return inputs, _written(out_dir)
+
+
 def test_shards_split_the_inputs_and_together_write_what_one_run_writes(
     capsys: pytest.CaptureFixture[str], audio_copies: Path, tmp_path: Path
 ) -> None:
-    inputs = _batch(audio_copies)
-    whole = tmp_path / "whole"
-    assert _transcribe(capsys, "--output-dir", whole, *inputs)[0] == 0
-    expected = {p.name: p.read_text() for p in whole.iterdir()}
+    inputs, expected = _one_run(capsys, audio_copies, tmp_path / "whole")
     assert len(expected) == 6
     shared, parts = tmp_path / "shards", []
     for k in (1, 2, 3):
@@ -311,7 +320,7 @@ def test_shards_split_the_inputs_and_together_write_what_one_run_writes(
         assert code == 0, err
         [(count, seconds)] = re.findall(rf"shard {k}/3: (\d+) of 6 inputs, ([\d.]+) s of audio", err)
         parts.append((int(count), float(seconds)))
-    assert {p.name: p.read_text() for p in shared.iterdir()} == expected  # disjoint, all, same names
+    assert _written(shared) == expected  # disjoint, all, same names
     assert sum(n for n, _ in parts) == 6
     longest = max(sf.info(str(f)).duration for f in inputs)
     loads = [s for _, s in parts]
@@ -321,10 +330,8 @@ def test_shards_split_the_inputs_and_together_write_what_one_run_writes(
 def test_resume_skips_the_inputs_already_written_and_redoes_the_rest(
     capsys: pytest.CaptureFixture[str], audio_copies: Path, tmp_path: Path
 ) -> None:
-    inputs = _batch(audio_copies)
     out_dir = tmp_path / "out"
-    assert _transcribe(capsys, "--output-dir", out_dir, *inputs)[0] == 0
-    expected = {p.name: p.read_text() for p in out_dir.iterdir()}
+    inputs, expected = _one_run(capsys, audio_copies, out_dir)
     (out_dir / "utt2-2.txt").unlink()  # as if the run had been killed before these two
     (out_dir / "utt3.txt").unlink()
     (out_dir / ".utt3.txt.partial").write_text("half")  # what a kill mid-write leaves: not an output
@@ -332,7 +339,7 @@ def test_resume_skips_the_inputs_already_written_and_redoes_the_rest(
     assert code == 0, err
     assert "resuming: 4 of 6 inputs already have their output" in err
     assert "2 of 2 files transcribed" in err
-    assert {p.name: p.read_text() for p in out_dir.iterdir() if not p.name.startswith(".")} == expected
+    assert _written(out_dir) == expected
     code, _, err = _transcribe(capsys, "--resume", "--output-dir", out_dir, *inputs)
     assert code == 0 and "nothing to transcribe" in err
 
