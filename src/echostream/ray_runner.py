@@ -64,10 +64,11 @@ def _named(transcript: Transcript, sent: str, source: str) -> Transcript:
     return dataclasses.replace(transcript, source=source, error=error)
 
 
-def _first_line(err: BaseException) -> str:
+def _cause(err: BaseException) -> str:
+    """The last non-empty line of an error: a RayTaskError's traceback ends with its cause."""
     text = str(err).strip()
     lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(err).__name__  # a RayTaskError ends with the cause
+    return lines[-1].strip() if lines else type(err).__name__
 
 
 def run_on_ray(
@@ -91,7 +92,8 @@ def run_on_ray(
     try:
         actor = ray.remote(num_cpus=job.threads, max_restarts=1, max_task_retries=1)(_Worker)
         workers = [actor.remote(model, job.device, job.threads) for _ in range(job.workers)]  # type: ignore[attr-defined]
-        lots = [list(enumerate(sent))[i : i + job.files_per_lot] for i in range(0, len(files), job.files_per_lot)]
+        indexed = list(enumerate(sent))
+        lots = [indexed[i : i + job.files_per_lot] for i in range(0, len(indexed), job.files_per_lot)]
         pending: dict[Any, tuple[Any, list[tuple[int, str]]]] = {}
         todo = iter(lots)
 
@@ -108,7 +110,7 @@ def run_on_ray(
             try:
                 results = ray.get(ready)
             except Exception as err:  # noqa: BLE001 - a worker's failure is reported, the rest goes on
-                problem = _first_line(err)
+                problem = _cause(err)
                 results = [(i, Transcript(source=path, error=f"{files[i]}: worker failed ({problem})"))
                            for i, path in lot]
             for index, transcript in results:
