@@ -4,11 +4,20 @@ Random weights shaped like ChunkFormer-large (17 blocks, d=512, 8 heads, FFN 204
 chunk 64 / left 128 / right 128, fp32. For each duration, a fresh process transcribes one file of
 real speech (the fixture audio, tiled) and reports wall time, real-time factor and peak RSS.
 
-Baseline, measured in the same run: the one-pass masked batch (the whole file encoded at once,
-as the reference's ``batch_decode`` does) on the shorter files.
+Baselines, measured in the same run on the same weights and audio:
 
-    python benchmarks/longform.py                 # 1, 10 and 60 minutes, 2 threads
-    python benchmarks/longform.py --minutes 1 5   # quicker
+- ``reference``: the reference package ``chunkformer`` 1.2.2 (``endless_decode``), run in its own
+  venv (``benchmarks/reference/setup.sh``; ``.ci/run`` builds it). The weights are a released-format
+  folder that the reference itself writes (``benchmarks/reference/make_model.py``) and echostream
+  imports, so both run the same model; the texts are compared word for word.
+- ``one-pass``: our masked batch of the whole file at once (as the reference's ``batch_decode``)
+  on the shorter files.
+
+    python benchmarks/longform.py                          # 1, 10 and 60 minutes, 2 threads
+    python benchmarks/longform.py --minutes 2 --baseline-minutes   # the issue's 120 s, quicker
+
+Without the reference venv the model is built in-process (same shape, other random weights) and
+only the one-pass baseline runs.
 """
 
 from __future__ import annotations
@@ -26,7 +35,10 @@ from pathlib import Path
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEECH = ROOT.parent / "shared" / "fixtures" / "chunkformer-tiny" / "audio" / "long.wav"
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "chunkformer-tiny"
+SPEECH = FIXTURE / "audio" / "long.wav"
+REFERENCE = ROOT / "benchmarks" / "reference"
+REFERENCE_PYTHON = ROOT / ".venv-reference" / "bin" / "python"
 
 
 def large_bundle():  # type: ignore[no-untyped-def]
@@ -63,7 +75,16 @@ def make_audio(minutes: float, folder: Path) -> Path:
     return path
 
 
-def child(mode: str, path: str, threads: int, block_seconds: float) -> None:
+def make_reference_folder(python: Path, folder: Path) -> None:
+    """The large shape's random weights in a released folder written by the reference package."""
+    subprocess.run(
+        [str(python), str(REFERENCE / "make_model.py"), str(folder), "--cmvn", str(FIXTURE / "model" / "global_cmvn"),
+         "--shape", "large"],
+        check=True, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REFERENCE)),
+    )
+
+
+def child(mode: str, path: str, threads: int, block_seconds: float, model_dir: str | None) -> None:
     """Run one measurement in this (fresh) process and print a JSON line."""
     import torch
 
@@ -71,15 +92,17 @@ def child(mode: str, path: str, threads: int, block_seconds: float) -> None:
     from echostream.audio import load_audio
     from echostream.encoders.base import ChunkContext
     from echostream.frontend.fbank import compute_fbank
-    from echostream.model import Model
+    from echostream.model import Model, load_model
 
-    model = Model(large_bundle())
+    model = load_model(model_dir) if model_dir else Model(large_bundle())
     duration = sf.info(path).duration
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
+    text = None
     if mode == "longform":
         (result,) = model.transcribe([path], block_seconds=block_seconds, batch_seconds=block_seconds)
         assert result.ok, result.error
+        text = result.text
     else:  # one-pass masked batch of the whole file
         feats = torch.from_numpy(compute_fbank(load_audio(path), model.bundle.fbank))
         with torch.inference_mode():
@@ -89,22 +112,32 @@ def child(mode: str, path: str, threads: int, block_seconds: float) -> None:
             log_probs.argmax(-1)
     wall = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"mode": mode, "duration": duration, "wall": wall, "peak_mb": peak, "model_mb": base_rss}))
+    print(json.dumps({"mode": mode, "duration": duration, "wall": wall, "peak_mb": peak, "model_mb": base_rss,
+                      "text": text}))
 
 
 JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")  # Debian's libjemalloc2
 
 
-def measure(mode: str, path: Path, threads: int, block_seconds: float, jemalloc: bool = False) -> dict:
+def measure(mode: str, path: Path, threads: int, block_seconds: float, model_dir: Path | None,
+            jemalloc: bool = False, reference_python: Path | None = None, src: Path | None = None) -> dict:
     env = dict(os.environ, LD_PRELOAD=str(JEMALLOC)) if jemalloc else None
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, str(path), "--threads", str(threads),
-         "--block-seconds", str(block_seconds)],
-        check=True, capture_output=True, text=True, env=env,
-    )
+    if src is not None:  # another echostream tree (say, a checkout of the previous commit)
+        env = dict(os.environ, PYTHONPATH=str(src))
+    if mode == "reference":
+        assert reference_python is not None and model_dir is not None
+        command = [str(reference_python), str(REFERENCE / "endless.py"), str(model_dir), str(path),
+                   "--threads", str(threads)]
+        env = dict(os.environ, PYTHONPATH=str(REFERENCE))
+    else:
+        command = [sys.executable, __file__, "--child", mode, str(path), "--threads", str(threads),
+                   "--block-seconds", str(block_seconds)] + (["--model-dir", str(model_dir)] if model_dir else [])
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     row = json.loads(out.stdout.strip().splitlines()[-1])
     if jemalloc:
         row["mode"] += "+jemalloc"
+    if src is not None:
+        row["mode"] += "-previous"
     return row
 
 
@@ -116,38 +149,75 @@ def main() -> None:
     parser.add_argument("--block-seconds", type=float, default=30.0)
     parser.add_argument("--jemalloc", action="store_true",
                         help="also measure long-form with jemalloc preloaded (apt-get install libjemalloc2)")
+    parser.add_argument("--reference-minutes", type=float, nargs="*", default=[1, 10],
+                        help="durations on which the reference package runs too")
+    parser.add_argument("--reference-python", type=Path, default=REFERENCE_PYTHON,
+                        help="the reference venv's python (benchmarks/reference/setup.sh)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="alternate reference and echostream this many times per file; the table "
+                             "gives each one's fastest run")
+    parser.add_argument("--previous-src", type=Path,
+                        help="the src/ folder of another echostream checkout (say, git worktree add ../prev "
+                             "HEAD~1): its long-form runs too, as longform-previous")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.threads, args.block_seconds)
+        child(args.child[0], args.child[1], args.threads, args.block_seconds, args.model_dir)
         return
+    reference = args.reference_python if args.reference_python.is_file() else None
+    if reference is None:
+        print(f"no reference venv at {args.reference_python} (benchmarks/reference/setup.sh): "
+              "in-process weights, no reference rows", file=sys.stderr)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "large"
+        if reference:
+            make_reference_folder(reference, model_dir)
         for minutes in sorted(set(args.minutes) | set(args.baseline_minutes)):
             path = make_audio(minutes, Path(tmp))
-            if minutes in args.baseline_minutes:
-                rows.append(measure("one-pass", path, args.threads, args.block_seconds))
-                print(f"  measured one-pass {minutes:g} min", file=sys.stderr)
-            if minutes in args.minutes:
-                rows.append(measure("longform", path, args.threads, args.block_seconds))
-                print(f"  measured longform {minutes:g} min", file=sys.stderr)
-                if args.jemalloc and JEMALLOC.exists():
-                    rows.append(measure("longform", path, args.threads, args.block_seconds, jemalloc=True))
-                    print(f"  measured longform+jemalloc {minutes:g} min", file=sys.stderr)
+            plan = (["one-pass"] if minutes in args.baseline_minutes else [])
+            for _ in range(args.repeats):
+                if reference and minutes in args.reference_minutes:
+                    plan.append("reference")
+                if minutes in args.minutes:
+                    plan.append("longform")
+                    if args.jemalloc and JEMALLOC.exists():
+                        plan.append("longform+jemalloc")
+                    if args.previous_src:
+                        plan.append("longform-previous")
+            for mode in plan:
+                rows.append(measure(mode.split("+")[0].removesuffix("-previous"), path, args.threads,
+                                    args.block_seconds, model_dir if reference else None,
+                                    jemalloc=mode.endswith("+jemalloc"), reference_python=reference,
+                                    src=args.previous_src.resolve() if mode.endswith("-previous") else None))
+                print(f"  measured {mode} {minutes:g} min: {rows[-1]['wall']:.1f} s", file=sys.stderr)
             path.unlink()
-    base = {r["duration"]: r for r in rows if r["mode"] == "one-pass"}
-    shortest = {r["mode"]: r for r in sorted(rows, key=lambda r: -r["duration"])}
+    report(rows, args.threads, args.block_seconds)
+
+
+def report(rows: list[dict], threads: int, block_seconds: float) -> None:
+    """The fastest run of each mode per file, with ratios to the reference and the one-pass batch."""
+    best: dict[tuple[str, float], dict] = {}
+    for r in rows:
+        key = (r["mode"], r["duration"])
+        if key not in best or r["wall"] < best[key]["wall"]:
+            best[key] = r
+    shortest = {r["mode"]: r for r in sorted(best.values(), key=lambda r: -r["duration"])}
     print(f"\nChunkFormer-large shape, random weights, chunk 64 / left 128 / right 128, fp32, "
-          f"{args.threads} threads, block {args.block_seconds:g} s")
-    print(f"{'mode':<18} {'audio':>8} {'wall s':>8} {'RTF':>7} {'peak RSS MB':>12} "
-          f"{'RSS - model MB':>15} {'RTF vs one-pass':>16} {'RSS vs shortest':>16}")
-    for r in sorted(rows, key=lambda r: (r["mode"], r["duration"])):
-        rtf = r["wall"] / r["duration"]
-        b = base.get(r["duration"])
-        vs = f"{rtf / (b['wall'] / b['duration']):.2f}x" if b and r["mode"].startswith("longform") else "-"
-        rss_ratio = f"{r['peak_mb'] / shortest[r['mode']]['peak_mb']:.2f}x"
-        print(f"{r['mode']:<18} {r['duration'] / 60:>6.1f}m {r['wall']:>8.1f} {rtf:>7.4f} "
-              f"{r['peak_mb']:>12.0f} {r['peak_mb'] - r['model_mb']:>15.0f} {vs:>16} {rss_ratio:>16}")
+          f"{threads} threads, block {block_seconds:g} s")
+    print(f"{'mode':<18} {'audio':>8} {'wall s':>8} {'RTF':>7} {'peak RSS MB':>12} {'RSS - model MB':>15} "
+          f"{'time vs reference':>18} {'text = reference':>17} {'RTF vs one-pass':>16} {'RSS vs shortest':>16}")
+    for (mode, duration), r in sorted(best.items()):
+        rtf = r["wall"] / duration
+        ref, one = best.get(("reference", duration)), best.get(("one-pass", duration))
+        ours = mode.startswith("longform")
+        vs_ref = f"{r['wall'] / ref['wall']:.2f}x" if ref and ours else "-"
+        same = ("yes" if r["text"].split() == ref["text"].split() else "NO") if ref and ours else "-"
+        vs_one = f"{rtf / (one['wall'] / duration):.2f}x" if one and ours else "-"
+        rss_ratio = f"{r['peak_mb'] / shortest[mode]['peak_mb']:.2f}x"
+        print(f"{mode:<18} {duration / 60:>6.1f}m {r['wall']:>8.1f} {rtf:>7.4f} {r['peak_mb']:>12.0f} "
+              f"{r['peak_mb'] - r['model_mb']:>15.0f} {vs_ref:>18} {same:>17} {vs_one:>16} {rss_ratio:>16}")
 
 
 if __name__ == "__main__":
