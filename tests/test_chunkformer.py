@@ -132,7 +132,10 @@ def test_init_state_shapes(make_tiny_encoder: EncoderFactory) -> None:
     state = encoder.init_state(3, ChunkContext(chunk=4, left=8, right=2))
     n, heads, head_dim, reach = 2, 4, 8, 3
     assert state.feat_pending.shape == (3, 14, 20)
-    assert state.pending.shape == (n, 3, 0, 32)
+    assert state.pending.shape == state.pending_macaron.shape == state.pending_attn.shape == (n, 3, 0, 32)
+    assert state.pending_gated.shape == (n, 3, 0, 32)
+    assert state.pending_kv.shape == (n, 3, 0, heads, 2 * head_dim)
+    assert state.kv_lens.shape == state.attn_lens.shape == (n, 3)
     assert state.att_cache.shape == (n, 3, 8, heads, 2 * head_dim)
     assert state.conv_cache.shape == (n, 3, reach, 32)
     assert state.offset.shape == state.pending_lens.shape == (n, 3)
@@ -189,6 +192,38 @@ def test_streaming_equals_masked_forward(
             worst = max(worst, diff)
             assert diff <= ATOL, f"{name} ({len(pieces)} pieces, T={total}): max |diff| {diff:.3g}"
     record_property("max_abs_diff", worst)
+
+
+@pytest.mark.parametrize("setting", [(4, 8, 4), (3, 5, 7), (2, 0, 3)], ids=_ctx_id)
+def test_streaming_computes_every_frame_once(
+    make_tiny_encoder: EncoderFactory, monkeypatch: pytest.MonkeyPatch, setting: tuple[int, int, int]
+) -> None:
+    """Fed in small pieces, each layer projects every frame to keys/values once and attends
+    every chunk once: look-ahead work is kept, not recomputed."""
+    encoder = make_tiny_encoder()
+    context = _context(setting)
+    kv_rows = {id(layer): 0 for layer in encoder.layers}
+    attended = {id(layer): 0 for layer in encoder.layers}
+    for layer in encoder.layers:
+        key_values, attend = layer.key_values, layer.attend
+
+        def counted_kv(x: Tensor, _layer: object = layer, _f: Callable[..., object] = key_values) -> object:
+            kv_rows[id(_layer)] += x.shape[0]
+            return _f(x)
+
+        def counted_attend(x: Tensor, *args: Tensor, _layer: object = layer, _f: Callable[..., object] = attend) -> object:
+            attended[id(_layer)] += x.shape[0]
+            return _f(x, *args)
+
+        monkeypatch.setattr(layer, "key_values", counted_kv)
+        monkeypatch.setattr(layer, "attend", counted_attend)
+    torch.manual_seed(8)
+    feats = torch.randn(407, 20)
+    pieces = _random_pieces(random.Random(4), feats.shape[0])
+    frames = _stream(encoder, feats, context, pieces).shape[0]
+    assert frames == _expected_frames(feats.shape[0])
+    assert list(kv_rows.values()) == [frames] * len(encoder.layers)
+    assert list(attended.values()) == [-(-frames // context.chunk)] * len(encoder.layers)
 
 
 @pytest.mark.parametrize("setting", [(4, 8, 4), (8, 16, 0), (3, 5, 7)], ids=_ctx_id)
