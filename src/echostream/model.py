@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -27,12 +29,14 @@ from echostream.heads.search import (
     RescoringWeights,
     SearchStrategy,
 )
+from echostream.models.asr import ASRModel
 from echostream.models.checkpoint import (
     CheckpointError,
     ModelBundle,
     load_checkpoint,
     load_released_folder,
 )
+from echostream.models.precision import apply_precision, check_precision
 from echostream.runtime import resolve_device
 from echostream.streaming.longform import AudioInput, LongFormDecoder, SearchSink, StreamResult
 from echostream.transcript import Transcript, build_transcript
@@ -100,10 +104,15 @@ class Model:
     >>> model.transcribe(["a.wav", "b.wav"])[0].text                  # doctest: +SKIP
     """
 
-    def __init__(self, bundle: ModelBundle, device: torch.device | str = "cpu") -> None:
-        self.bundle = bundle
+    def __init__(self, bundle: ModelBundle, device: torch.device | str = "cpu", precision: str = "fp32") -> None:
         self.device = resolve_device(device)
+        check_precision(precision, self.device)
+        self.precision = precision
         bundle.model.to(self.device).eval()
+        if precision != "fp32":
+            quantized = cast(ASRModel, apply_precision(bundle.model, precision, self.device))
+            bundle = dataclasses.replace(bundle, model=quantized.eval())
+        self.bundle = bundle
 
     @property
     def sample_rate(self) -> int:
@@ -373,15 +382,21 @@ def _is_repo_id(text: str) -> bool:
     return not Path(text.split("/")[0]).exists()
 
 
-def load_model(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> Model:
+def load_model(
+    path: str | os.PathLike | None = None, device: torch.device | str = "cpu", precision: str = "fp32"
+) -> Model:
     """Load a model: a bundled model by name (``"default"``, also when ``path`` is None), an
     echostream checkpoint file, a released ChunkFormer/WeNet folder, or a Hugging Face repository
     id (``owner/name`` or ``hf:owner/name``, downloaded with ``huggingface_hub``).
+
+    ``precision``: ``fp32`` (exact) or ``int8`` (linear layers dynamically quantised, CPU only;
+    see ``echostream.models.precision``).
 
     A local path wins over a bundled name; a missing local path is reported as missing, never
     tried on the Hub (a name is a repo id only if its first component is not a local folder).
     """
     device = resolve_device(device)
+    check_precision(precision, device)  # before any loading or download
     if path is None:
         path = "default"
     text = os.fspath(path)
@@ -391,14 +406,14 @@ def load_model(path: str | os.PathLike | None = None, device: torch.device | str
         if text in bundled:
             p = bundled[text]
         elif _is_repo_id(text):
-            return Model(load_released_folder(_download(text.removeprefix("hf:"))), device)
+            return Model(load_released_folder(_download(text.removeprefix("hf:"))), device, precision)
         else:
             names = ", ".join(sorted(bundled)) or "none in this build"
             raise CheckpointError(f"{text}: no such model file or folder (bundled models: {names})")
     if p.is_dir():
         if (p / "config.yaml").is_file():
-            return Model(load_released_folder(p), device)
+            return Model(load_released_folder(p), device, precision)
         if (p / "model.pt").is_file():
-            return Model(load_checkpoint(p / "model.pt"), device)
+            return Model(load_checkpoint(p / "model.pt"), device, precision)
         raise CheckpointError(f"{p}: not a model folder (no config.yaml or model.pt)")
-    return Model(load_checkpoint(p), device)
+    return Model(load_checkpoint(p), device, precision)

@@ -59,6 +59,9 @@ def add_context_arguments(p: argparse.ArgumentParser, chunk: int, left: int, rig
 def add_device_arguments(p: argparse.ArgumentParser, device: str = "cpu") -> None:
     p.add_argument("--device", default=device, help=DEVICE_HELP)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice, one per core)")
+    p.add_argument("--precision", default="fp32", metavar="{fp32,int8}",
+                   help="fp32 (exact) or int8 (linear layers dynamically quantised; cpu only, faster "
+                        "by how much the CPU's int8 instructions allow)")
 
 
 def set_threads(threads: int) -> None:
@@ -71,11 +74,11 @@ def set_threads(threads: int) -> None:
 
 
 def open_model(args: argparse.Namespace) -> Model:
-    """The model ``--model`` names, on ``--device``, with ``--threads`` set."""
+    """The model ``--model`` names, on ``--device`` at ``--precision``, with ``--threads`` set."""
     from echostream.model import load_model
 
     set_threads(args.threads)
-    return load_model(args.model, device=args.device)
+    return load_model(args.model, device=args.device, precision=args.precision)
 
 
 def model_label(name: str) -> str:
