@@ -226,3 +226,13 @@ def test_cli_synth_bad_range_is_one_line(
         ]
     )
     assert code == 2 and "--rate: expected LOW:HIGH" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed (.ci/install-tts)")
+def test_cli_synth_names_the_evaluation_speaker(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "s.txt").write_text("Hello there.\n")
+    args = ["synth", "--sentences", str(tmp_path / "s.txt"), "--pitch", "0", "--voices"]
+    assert main([*args, "flite:slt", "--out", str(tmp_path / "slt")]) == 0
+    assert "the CMU ARCTIC speaker slt is for evaluation only" in capsys.readouterr().err
+    assert main([*args, "flite:awb", "--out", str(tmp_path / "awb")]) == 0
+    assert "for evaluation only" not in capsys.readouterr().err

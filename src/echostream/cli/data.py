@@ -132,6 +132,9 @@ def run_synth(args: argparse.Namespace) -> int:
         print(f"warning: {len(speakers)} voices unavailable ({reason}): {', '.join(speakers)}", file=sys.stderr)
     if any(v.engine == "festival" for v in selection.available):
         print("note: festival voices are for evaluation only; do not train on this output", file=sys.stderr)
+    elif any(synth.is_evaluation_speaker(v) for v in selection.available):
+        print("note: the CMU ARCTIC speaker slt is for evaluation only, in every engine; do not train on "
+              "this output", file=sys.stderr)
     total = len(sentences) * config.renditions
     with tqdm(total=total, unit="utt", desc="synthesising", disable=None, file=sys.stderr) as bar:
         result = synth.synthesize(sentences, args.out, selection.available, config, progress=bar.update)

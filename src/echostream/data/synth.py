@@ -15,6 +15,8 @@ festival   ``kal_diphone``, ``cmu_us_slt_arctic_hts``         ``text2wave -eval 
 
 **Festival voices are for evaluation only.** They are accepted (``--voices festival``) so that a
 test set can be spoken by voices no training set has heard; training recipes never select them.
+Neither do they select any voice of the CMU ARCTIC speaker slt (flite's ``slt``, festival's
+``cmu_us_slt_arctic_hts``), reserved for evaluation in every engine (:func:`is_evaluation_speaker`).
 
 Each rendition of a sentence gets a voice (engines take turns, so that espeak's many voices do not
 crowd out the others; voices take turns within an engine; the order is shuffled by the seed), a
@@ -59,6 +61,7 @@ ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "
 MBROLA_VOICES = ("mb-us1", "mb-us2", "mb-us3", "mb-en1")
 FLITE_VOICES = ("slt", "kal", "kal16", "awb", "rms")  # awb_time only speaks times of day
 FESTIVAL_VOICES = ("kal_diphone", "cmu_us_slt_arctic_hts")
+EVALUATION_SPEAKERS = ("slt",)  # CMU ARCTIC speakers reserved for evaluation, in any engine
 ESPEAK_DEFAULT_WPM = 175
 MANIFEST_NAME = "manifest.jsonl"
 _INSTALL_HINT = "run .ci/install-tts"
@@ -80,6 +83,20 @@ class Voice:
     def speaker(self) -> str:
         """The manifest's speaker label, ``engine:name``."""
         return f"{self.engine}:{self.name}"
+
+
+def is_evaluation_speaker(voice: Voice) -> bool:
+    """Whether ``voice`` speaks as a speaker reserved for evaluation (CMU ARCTIC slt, any engine).
+
+    >>> is_evaluation_speaker(Voice(engine="flite", name="slt"))
+    True
+    >>> is_evaluation_speaker(Voice(engine="festival", name="cmu_us_slt_arctic_hts"))
+    True
+    >>> is_evaluation_speaker(Voice(engine="flite", name="awb"))
+    False
+    """
+    parts = voice.name.lower().replace("-", "_").split("_")
+    return any(speaker in parts for speaker in EVALUATION_SPEAKERS)
 
 
 @dataclass(frozen=True, kw_only=True)
