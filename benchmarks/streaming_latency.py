@@ -193,6 +193,22 @@ def chosen_models(args: argparse.Namespace) -> list[tuple[str, object, list[tupl
     return out  # type: ignore[return-value]
 
 
+def at_precisions(chosen: list[tuple[str, object, list[tuple[int, int, int]]]],
+                  precisions: list[str]) -> list[tuple[str, object, list[tuple[int, int, int]], str]]:
+    """Each chosen model at each precision (int8 rows are named ``NAME int8``)."""
+    import echostream
+
+    out = []
+    for name, model, settings in chosen:
+        for precision in precisions:
+            if precision == "fp32":
+                out.append((name, model, settings, precision))
+            else:
+                quantized = echostream.Model(model.bundle, precision=precision)  # type: ignore[attr-defined]
+                out.append((f"{name} {precision}", quantized, settings, precision))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per latency run")
@@ -204,6 +220,8 @@ def main() -> None:
                         help="a trained model and its settings (repeatable; replaces --models)")
     parser.add_argument("--models", nargs="+", choices=["default", "tiny", "large"], default=["default", "large"],
                         help="default: the bundled model, or random weights of its preset's shape")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "int8"], default=["fp32"],
+                        help="run each model at these precisions (int8: dynamically quantised linear layers)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from echostream.streaming.recognizer import EndpointConfig, Recognizer
@@ -211,7 +229,7 @@ def main() -> None:
     samples, rate = sf.read(args.audio, dtype="float32")
     samples = np.tile(samples, int(np.ceil(args.seconds * rate / len(samples))))[: int(args.seconds * rate)]
     rows = []
-    for name, model, settings in chosen_models(args):
+    for name, model, settings, precision in at_precisions(chosen_models(args), args.precisions):
         for c, left, right in settings:
             rec = Recognizer(model, chunk_size=c, left_context=left, right_context=right,  # type: ignore[arg-type]
                              endpoint=EndpointConfig(enabled=False))
@@ -227,17 +245,23 @@ def main() -> None:
             r = rows[-1]
             print(f"  {name} c{c}/l{left}/r{right}: partial p50 {r.partial_med_ms:.0f} ms, capacity {cap}", file=sys.stderr)
     print(f"\nStreaming latency ({args.threads} threads, {PIECE_S * 1000:.0f} ms pieces, simulated real time)")
-    head = (f"{'model':<13} {'chunk/left/right':>16} {'algo ms':>8} {'final ms':>9} {'step p50':>9} "
+    head = (f"{'model':<18} {'chunk/left/right':>16} {'algo ms':>8} {'final ms':>9} {'step p50':>9} "
             f"{'step p95':>9} {'partial p50':>12} {'partial p95':>12} {'streams':>8} {'RTF':>7}")
     print(head)
     for r in rows:
         c, left, right = r.setting
-        print(f"{r.model:<13} {f'{c}/{left}/{right}':>16} {r.algorithmic_ms:>8.0f} {r.final_ms:>9.0f} "
+        print(f"{r.model:<18} {f'{c}/{left}/{right}':>16} {r.algorithmic_ms:>8.0f} {r.final_ms:>9.0f} "
               f"{r.compute_med_ms:>9.1f} {r.compute_p95_ms:>9.1f} {r.partial_med_ms:>12.0f} "
               f"{r.partial_p95_ms:>12.0f} {r.capacity:>8} {r.rtf:>7.3f}")
     print("algo: chunk + right context; final: until a frame is final; step: compute per decoding step of one "
           "stream; partial: token audio end -> first partial showing it; streams: real-time streams sustained; "
           "RTF: one stream's compute / audio")
+    for r in rows:
+        fp32 = next((f for f in rows if f.model == r.model.removesuffix(" int8") and f.setting == r.setting
+                     and f is not r), None)
+        if r.model.endswith(" int8") and fp32 is not None:
+            print(f"{r.model} {'/'.join(map(str, r.setting))}: step p50 {fp32.compute_med_ms / r.compute_med_ms:.2f}x "
+                  f"faster than fp32, RTF {fp32.rtf / r.rtf:.2f}x, streams {r.capacity} vs {fp32.capacity}")
     if args.plot:
         plot(rows, Path(args.plot))
         print(f"plot: {args.plot}")
