@@ -26,17 +26,22 @@ def relative_shift(scores: Tensor, window: int) -> Tensor:
     Args:
         scores: (N, H, C, P), contiguous.
     Returns:
-        shifted: (N, H, C, W), a strided view.
+        shifted: (N, H, C, W), a view.
+
+    Row ``i`` of the result starts ``C - 1 - i`` rows into row ``i`` of the scores, i.e. at flat
+    offset ``i * (P - 1) + C - 1``: a slice and a reshape of the flat scores (no ``as_strided``,
+    which neither the ONNX exporter nor ``torch.compile`` can follow).
 
     >>> s = torch.arange(6.0).view(1, 1, 2, 3)  # C=2, P=3 -> W=2 (left=right=0)
     >>> relative_shift(s, 2)[0, 0]
     tensor([[1., 2.],
             [3., 4.]])
     """
-    n, h, c, _ = scores.shape
-    scores = scores.contiguous()
-    sn, sh, sc, sp = scores.stride()
-    return scores.as_strided((n, h, c, window), (sn, sh, sc - sp, sp), scores.storage_offset() + (c - 1) * sp)
+    c, p = scores.shape[-2], scores.shape[-1]
+    if c == 1:  # one query: distance row j is key j
+        return scores[..., :window]
+    flat = scores.contiguous().flatten(-2)  # (N, H, C * P)
+    return flat[..., c - 1 : c - 1 + c * (p - 1)].unflatten(-1, (c, p - 1))[..., :window]  # (N, H, C, W)
 
 
 class ChunkRelPositionAttention(nn.Module):
