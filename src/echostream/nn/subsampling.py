@@ -74,10 +74,11 @@ class DepthwiseStridingSubsampling(nn.Module):
         # a time so that it stays in cache (memory bandwidth, not arithmetic, bounds this layer).
         step = max(1, PIECE_FRAMES // max(1, x.shape[1]))
         if x.shape[0] > step:
-            return torch.cat([self._forward(x[i : i + step]) for i in range(0, x.shape[0], step)])
-        return self._forward(x)
+            return torch.cat([self.convolve(x[i : i + step]) for i in range(0, x.shape[0], step)])
+        return self.convolve(x)
 
-    def _forward(self, x: Tensor) -> Tensor:
+    def convolve(self, x: Tensor) -> Tensor:
+        """``forward`` on all windows at once (no Python depending on shapes: exportable)."""
         h = F.relu(self.conv_in(x.unsqueeze(1)), inplace=True)  # (N, D, T1, F1)
         h = F.relu(self.pointwise_1(self.depthwise_1(h)), inplace=True)  # (N, D, T2, F2)
         h = F.relu(self.pointwise_2(self.depthwise_2(h)), inplace=True)  # (N, D, T', F')
