@@ -121,6 +121,8 @@ class WholeUtterance(nn.Module):
     rounded up to whole chunks (frames past ``y_lens`` are zero).
     """
 
+    pos_table: Tensor  # (2C + L + R - 1, D)
+
     def __init__(self, encoder: ChunkFormerEncoder, context: ChunkContext) -> None:
         super().__init__()
         encoder.check_context(context)
@@ -218,6 +220,8 @@ class ChunkFormerStep(nn.Module):
     ``position - delay .. position - delay + S`` (zero where outside ``[0, end)``), and the new
     state (``position + S`` and the rest). The old state is not modified.
     """
+
+    pos_table: Tensor  # (2C + L + R - 1, D)
 
     def __init__(self, encoder: ChunkFormerEncoder, context: ChunkContext, chunks_per_step: int) -> None:
         super().__init__()
