@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from echostream.cli import data, serve, training, transcribe
+from echostream.cli import data, export, serve, training, transcribe
 from echostream.cli.common import CLIError, HelpFormatter, default_model_path, expand_inputs
 from echostream.extras import MissingExtraError
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_train_parser(sub)
     training.add_average_parser(sub)
     training.add_eval_parser(sub)
+    export.add_export_parser(sub)
     return parser
 
 
@@ -54,6 +55,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": training.run_train,
     "average": training.run_average,
     "eval": training.run_eval,
+    "export": export.run_export,
 }
 
 

@@ -1,0 +1,219 @@
+"""A ChunkFormer encoder run by onnxruntime from an export folder (``export/onnx.py``).
+
+:class:`ChunkFormerOnnx` keeps the StreamingEncoder contract (``encoders/base.py``), so the model,
+the long-form decoder, the Recognizer and the server use it as they use the torch encoder; CMVN
+and the heads stay in torch. The buffering of arbitrary pieces happens here, in Python; the graphs
+only ever see their fixed windows:
+
+- a context with a right context buffers each stream's features and, at its end, runs the
+  whole-utterance graph on it in one call (exact, and the fastest for files that fit in memory);
+  a stream that grows past ``WHOLE_LIMIT_FRAMES`` switches to the step graph, which computes every
+  frame once with bounded memory but trails its input by the step's ``delay``;
+- a chunk-causal context (right 0) runs the step graph as soon as a window is in: it has no delay,
+  so partial results come as with the torch encoder.
+
+Shape legend: B streams, T feature frames, F feature bins, T' encoder frames, D model dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from echostream.encoders.base import BATCH_DIM_1, ChunkContext, EncoderState
+from echostream.export.onnx import STATE_NAMES, ExportedContext, ExportError, ExportInfo, int8_name
+from echostream.extras import require
+
+WHOLE_LIMIT_FRAMES = 60_000
+"""Feature frames (10 min) a stream may buffer for one whole-utterance call; past it, steps."""
+
+
+@dataclass(frozen=True)
+class ChunkFormerOnnxState(EncoderState):
+    """Streams of :class:`ChunkFormerOnnx` (batched on dimension 0 unless marked)."""
+
+    context: ChunkContext
+    feats: Tensor  # (B, T, F) normalised features not yet consumed (padded past feats_lens)
+    feats_lens: Tensor  # (B,)
+    seen: Tensor  # (B,) feature frames received in all
+    emitted: Tensor  # (B,) encoder frames returned so far
+    stepping: Tensor  # (B,) bool: the stream runs the step graph
+    position: Tensor  # (B,) the step graph's position (encoder frames)
+    kv: Tensor = field(metadata=BATCH_DIM_1)  # step states (export.json lists their shapes)
+    macaron: Tensor = field(metadata=BATCH_DIM_1)
+    attn: Tensor = field(metadata=BATCH_DIM_1)
+    gated: Tensor = field(metadata=BATCH_DIM_1)
+
+
+@dataclass
+class _Graphs:
+    item: ExportedContext
+    step: Any  # onnxruntime.InferenceSession
+    whole: Any | None
+
+
+class ChunkFormerOnnx(nn.Module):
+    """The exported encoder of ``folder`` (see the module docstring). ``precision`` ``int8``
+    runs the int8 graphs, which the export must have written (``echostream export --int8``);
+    ``threads``: onnxruntime's threads (default: torch's); ``whole_limit_frames``: the longest
+    stream run by the whole-utterance graph."""
+
+    causal: ClassVar[bool] = False
+
+    def __init__(
+        self, folder: Path, info: ExportInfo, precision: str = "fp32", threads: int | None = None,
+        whole_limit_frames: int = WHOLE_LIMIT_FRAMES,
+    ) -> None:
+        super().__init__()
+        require("onnx", "the onnx runtime")
+        import onnxruntime as ort
+
+        if precision == "int8" and not info.int8:
+            raise ExportError(f"{folder}: exported without int8 graphs (export again with --int8)")
+        self.info = info
+        self.whole_limit_frames = whole_limit_frames
+        self.subsampling = info.subsampling
+        self.receptive_field = info.receptive_field
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads if threads is not None else torch.get_num_threads()
+        options.inter_op_num_threads = 1
+
+        def session(name: str) -> Any:
+            name = int8_name(name) if precision == "int8" else name
+            try:
+                return ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
+            except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ExportError(f"{folder / name}: onnxruntime cannot load it ({first})") from None
+
+        self.graphs = {
+            item.context: _Graphs(item, session(item.step), session(item.whole) if item.whole else None)
+            for item in info.contexts
+        }
+
+    def output_size(self) -> int:
+        return self.info.output_dim
+
+    def output_lengths(self, x_lens: Tensor) -> Tensor:
+        """(B,) feature frames -> (B,) encoder frames (as the torch encoder)."""
+        field_, rate = self.receptive_field, self.subsampling
+        return torch.where(x_lens >= field_, (x_lens - field_) // rate + 1, 0)
+
+    def check_context(self, context: ChunkContext) -> None:
+        if context not in self.graphs:
+            raise ValueError(
+                "chunk/context {}/{}/{} was not exported (this export has {})".format(*context.as_tuple(), self.info.names())
+            )
+
+    def latency_frames(self, context: ChunkContext) -> int:
+        self.check_context(context)
+        return self.graphs[context].item.delay
+
+    # -- whole utterances --------------------------------------------------------------------
+
+    def forward(self, x: Tensor, x_lens: Tensor, context: ChunkContext) -> tuple[Tensor, Tensor]:
+        """x: (B, T, F) normalised, x_lens: (B,) -> (B, T', D), (B,)."""
+        self.check_context(context)
+        graphs = self.graphs[context]
+        if graphs.whole is None:
+            state = self.init_state(x.shape[0], context, x.device)
+            y, y_lens, _ = self.forward_chunk(x, x_lens, state, torch.ones(x.shape[0], dtype=torch.bool))
+            return y, y_lens
+        return self._whole(graphs, x, x_lens)
+
+    def _whole(self, graphs: _Graphs, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
+        y_lens = self.output_lengths(x_lens)
+        if x.shape[1] < self.receptive_field:
+            x = torch.nn.functional.pad(x, (0, 0, 0, self.receptive_field - x.shape[1]))
+        assert graphs.whole is not None
+        enc, _ = graphs.whole.run(None, {"feats": x.float().numpy(), "feats_lens": x_lens.numpy()})
+        width = int(y_lens.max()) if len(y_lens) else 0
+        return torch.from_numpy(enc[:, :width]), y_lens
+
+    # -- streams -----------------------------------------------------------------------------
+
+    def init_state(self, batch: int, context: ChunkContext, device: torch.device | str = "cpu") -> ChunkFormerOnnxState:
+        self.check_context(context)
+        item = self.graphs[context].item
+        zeros = {n: torch.zeros(item.states[n][0], batch, *item.states[n][2:]) for n in STATE_NAMES}
+        count = torch.zeros(batch, dtype=torch.long)
+        return ChunkFormerOnnxState(
+            context=context, feats=torch.zeros(batch, 0, self.info.input_dim), feats_lens=count, seen=count,
+            emitted=count, stepping=torch.zeros(batch, dtype=torch.bool), position=count, **zeros,
+        )
+
+    def forward_chunk(
+        self, x: Tensor, x_lens: Tensor, state: ChunkFormerOnnxState, final: Tensor
+    ) -> tuple[Tensor, Tensor, ChunkFormerOnnxState]:
+        """More normalised features of each stream (see ``StreamingEncoder.forward_chunk``)."""
+        graphs = self.graphs[state.context]
+        item = graphs.item
+        batch = x.shape[0]
+        seen = state.seen + x_lens.cpu()
+        bufs = [torch.cat([state.feats[b, : int(state.feats_lens[b])], x[b, : int(x_lens[b])].cpu().float()])
+                for b in range(batch)]
+        stepping = state.stepping | (seen > self.whole_limit_frames) | (graphs.whole is None)
+        ends = self.output_lengths(seen)
+        layers = {n: getattr(state, n).numpy().copy() for n in STATE_NAMES}
+        position = state.position.numpy().copy()
+        outputs: list[list[np.ndarray]] = [[] for _ in range(batch)]
+        emitted = state.emitted.clone()
+        windows = [self._windows(item, bufs[b], bool(final[b]), int(position[b]), int(ends[b]))
+                   if stepping[b] else [] for b in range(batch)]
+        for k in range(max((len(w) for w in windows), default=0)):
+            rows = [b for b in range(batch) if k < len(windows[b])]
+            feeds = {
+                "feats": np.stack([windows[b][k] for b in rows]),
+                "end": np.array([ends[b] if final[b] else self.info.not_ended for b in rows], dtype=np.int64),
+                "position": position[rows],
+                **{n: layers[n][:, rows] for n in STATE_NAMES},
+            }
+            enc, next_position, *next_layers = graphs.step.run(None, feeds)
+            position[rows] = next_position
+            for n, value in zip(STATE_NAMES, next_layers, strict=True):
+                layers[n][:, rows] = value
+            for i, b in enumerate(rows):
+                first = int(next_position[i]) - item.step_frames - item.delay  # frame of enc[i, 0]
+                stop = int(ends[b]) if final[b] else first + item.step_frames
+                lo, hi = max(first, int(emitted[b])), min(first + item.step_frames, stop)
+                if hi > lo:
+                    outputs[b].append(enc[i, lo - first : hi - first])
+                    emitted[b] = hi
+        consumed = [len(w) * item.feature_hop for w in windows]
+        whole = [b for b in range(batch) if final[b] and not stepping[b]]
+        if whole:
+            feats = torch.nn.utils.rnn.pad_sequence([bufs[b] for b in whole], batch_first=True)
+            enc_t, lens = self._whole(graphs, feats, torch.tensor([len(bufs[b]) for b in whole]))
+            for i, b in enumerate(whole):
+                outputs[b].append(enc_t[i, : int(lens[i])].numpy())
+                emitted[b] = lens[i]
+                consumed[b] = len(bufs[b])
+        rest = [bufs[b][min(consumed[b], len(bufs[b])):] if not final[b] else bufs[b][:0] for b in range(batch)]
+        y_parts = [torch.from_numpy(np.concatenate(o)) if o else torch.zeros(0, self.info.output_dim) for o in outputs]
+        y = torch.nn.utils.rnn.pad_sequence(y_parts, batch_first=True) if batch else torch.zeros(0, 0, self.info.output_dim)
+        y_lens = torch.tensor([len(p) for p in y_parts], dtype=torch.long)
+        new_state = ChunkFormerOnnxState(
+            context=state.context,
+            feats=torch.nn.utils.rnn.pad_sequence(rest, batch_first=True) if batch else state.feats,
+            feats_lens=torch.tensor([len(r) for r in rest], dtype=torch.long), seen=seen, emitted=emitted,
+            stepping=stepping, position=torch.from_numpy(position),
+            **{n: torch.from_numpy(layers[n]) for n in STATE_NAMES},
+        )
+        return y.to(x.device), y_lens.to(x.device), new_state
+
+    def _windows(self, item: ExportedContext, buf: Tensor, final: bool, position: int, end: int) -> list[np.ndarray]:
+        """The step windows of one stream's buffer: whole windows only, and once it has ended,
+        zero-padded ones until the step's output has passed the end."""
+        count = 0 if len(buf) < item.feature_frames else (len(buf) - item.feature_frames) // item.feature_hop + 1
+        if final:  # flush: run until frame end - 1 comes out (``delay`` frames behind the input)
+            count = max(0, -(-(end + item.delay - position) // item.step_frames))
+        need = (count - 1) * item.feature_hop + item.feature_frames if count else 0
+        data = buf.numpy()
+        if need > len(data):
+            data = np.concatenate([data, np.zeros((need - len(data), data.shape[1]), np.float32)])
+        return [data[k * item.feature_hop : k * item.feature_hop + item.feature_frames] for k in range(count)]
