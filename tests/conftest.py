@@ -128,3 +128,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         width = max(len(nodeid) for nodeid, _ in rows)
         for nodeid, value in rows:
             terminalreporter.write_line(f"{nodeid:<{width}}  {value:.3g}")
+
+
+@pytest.fixture(scope="session")
+def exported_default(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled default model exported to ONNX at the default contexts (long-form, streaming)."""
+    pytest.importorskip("onnxruntime", reason="the 'onnx' extra (onnx, onnxruntime) is not installed")
+    from echostream.export.onnx import export_onnx
+    from echostream.models.checkpoint import load_checkpoint
+
+    bundle = load_checkpoint(REPO_DIR / "src" / "echostream" / "assets" / "default_model" / "model.pt")
+    return export_onnx(bundle, tmp_path_factory.mktemp("onnx_default") / "export")

@@ -104,12 +104,16 @@ class Model:
     >>> model.transcribe(["a.wav", "b.wav"])[0].text                  # doctest: +SKIP
     """
 
-    def __init__(self, bundle: ModelBundle, device: torch.device | str = "cpu", precision: str = "fp32") -> None:
+    def __init__(
+        self, bundle: ModelBundle, device: torch.device | str = "cpu", precision: str = "fp32", runtime: str = "torch"
+    ) -> None:
         self.device = resolve_device(device)
         check_precision(precision, self.device)
+        check_runtime(runtime, self.device)
         self.precision = precision
+        self.runtime = runtime
         bundle.model.to(self.device).eval()
-        if precision != "fp32":
+        if precision != "fp32" and runtime == "torch":  # onnx: the encoder ran its int8 graphs already
             quantized = cast(ASRModel, apply_precision(bundle.model, precision, self.device))
             bundle = dataclasses.replace(bundle, model=quantized.eval())
         self.bundle = bundle
@@ -382,8 +386,37 @@ def _is_repo_id(text: str) -> bool:
     return not Path(text.split("/")[0]).exists()
 
 
+RUNTIMES = ("torch", "onnx")
+
+
+def check_runtime(runtime: str, device: torch.device) -> None:
+    """Raise a one-line ValueError unless ``runtime`` is known and can run on ``device``."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r} (use {' or '.join(RUNTIMES)})")
+    if runtime == "onnx" and device.type != "cpu":
+        raise ValueError(f"runtime onnx runs on cpu here (onnxruntime's CPU provider), not on {device}")
+
+
+def _load_onnx(folder: Path, device: torch.device, precision: str) -> Model:
+    """An export folder (``echostream export --format onnx``) with onnxruntime as its encoder."""
+    require("onnx", "runtime onnx")
+    from echostream.export.onnx import read_export_info
+    from echostream.export.onnx_runtime import ChunkFormerOnnx
+
+    info = read_export_info(folder)
+    bundle = load_checkpoint(folder / "model.pt")
+    if bundle.model.encoder.cfg.TYPE != info.encoder_type:
+        raise CheckpointError(f"{folder}: model.pt holds a {bundle.model.encoder.cfg.TYPE} encoder, "
+                              f"the graphs a {info.encoder_type}")
+    bundle.model.encoder = ChunkFormerOnnx(folder, info, precision)  # the torch encoder is dropped
+    return Model(bundle, device, precision, runtime="onnx")
+
+
 def load_model(
-    path: str | os.PathLike | None = None, device: torch.device | str = "cpu", precision: str = "fp32"
+    path: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    runtime: str = "torch",
 ) -> Model:
     """Load a model: a bundled model by name (``"default"``, also when ``path`` is None), an
     echostream checkpoint file, a released ChunkFormer/WeNet folder, or a Hugging Face repository
@@ -392,11 +425,15 @@ def load_model(
     ``precision``: ``fp32`` (exact) or ``int8`` (linear layers dynamically quantised, CPU only;
     see ``echostream.models.precision``).
 
+    ``runtime``: ``torch``, or ``onnx`` for a folder written by ``echostream export --format onnx``
+    (its encoder runs in onnxruntime on the CPU; see ``echostream.export``).
+
     A local path wins over a bundled name; a missing local path is reported as missing, never
     tried on the Hub (a name is a repo id only if its first component is not a local folder).
     """
     device = resolve_device(device)
     check_precision(precision, device)  # before any loading or download
+    check_runtime(runtime, device)
     if path is None:
         path = "default"
     text = os.fspath(path)
@@ -410,6 +447,10 @@ def load_model(
         else:
             names = ", ".join(sorted(bundled)) or "none in this build"
             raise CheckpointError(f"{text}: no such model file or folder (bundled models: {names})")
+    if runtime == "onnx":
+        if not p.is_dir():
+            raise CheckpointError(f"{p}: runtime onnx loads an export folder (echostream export --format onnx)")
+        return _load_onnx(p, device, precision)
     if p.is_dir():
         if (p / "config.yaml").is_file():
             return Model(load_released_folder(p), device, precision)

@@ -62,6 +62,9 @@ def add_device_arguments(p: argparse.ArgumentParser, device: str = "cpu") -> Non
     p.add_argument("--precision", default="fp32", metavar="{fp32,int8}",
                    help="fp32 (exact) or int8 (linear layers dynamically quantised; cpu only, faster "
                         "by how much the CPU's int8 instructions allow)")
+    p.add_argument("--runtime", default="torch", choices=("torch", "onnx"),
+                   help="onnx: run the encoder in onnxruntime; --model is then a folder written by "
+                        "echostream export --format onnx")
 
 
 def set_threads(threads: int) -> None:
@@ -78,7 +81,7 @@ def open_model(args: argparse.Namespace) -> Model:
     from echostream.model import load_model
 
     set_threads(args.threads)
-    return load_model(args.model, device=args.device, precision=args.precision)
+    return load_model(args.model, device=args.device, precision=args.precision, runtime=args.runtime)
 
 
 def model_label(name: str) -> str:
