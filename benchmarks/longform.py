@@ -10,6 +10,9 @@ Baselines, measured in the same run on the same weights and audio:
   venv (``benchmarks/reference/setup.sh``; ``.ci/run`` builds it). The weights are a released-format
   folder that the reference itself writes (``benchmarks/reference/make_model.py``) and echostream
   imports, so both run the same model; the texts are compared word for word.
+- ``onnx`` (``--onnx``): the same weights exported with ``echostream export`` and run by
+  onnxruntime (``load_model(..., runtime="onnx")``); ``-int8`` rows (``--int8``) quantise the linear
+  layers (torch's dynamic quantisation, or onnxruntime's for ``onnx-int8``).
 - ``one-pass``: our masked batch of the whole file at once (as the reference's ``batch_decode``)
   on the shorter files.
 
@@ -95,9 +98,14 @@ def child(mode: str, path: str, threads: int, block_seconds: float, model_dir: s
     from echostream.model import Model, load_model
 
     precision = "int8" if mode.endswith("-int8") else "fp32"
+    label = mode
     mode = mode.removesuffix("-int8")
     options = {"precision": precision} if precision != "fp32" else {}  # --previous-src trees may predate it
-    model = load_model(model_dir, **options) if model_dir else Model(large_bundle(), **options)
+    if mode == "onnx":  # model_dir: the export folder
+        model = load_model(model_dir, runtime="onnx", precision=precision)
+        mode = "longform"
+    else:
+        model = load_model(model_dir, **options) if model_dir else Model(large_bundle(), **options)
     duration = sf.info(path).duration
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
@@ -115,7 +123,7 @@ def child(mode: str, path: str, threads: int, block_seconds: float, model_dir: s
             log_probs.argmax(-1)
     wall = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"mode": mode + ("-int8" if precision == "int8" else ""), "duration": duration, "wall": wall, "peak_mb": peak, "model_mb": base_rss,
+    print(json.dumps({"mode": label, "duration": duration, "wall": wall, "peak_mb": peak, "model_mb": base_rss,
                       "text": text}))
 
 
@@ -164,9 +172,16 @@ def main() -> None:
                              "HEAD~1): its long-form runs too, as longform-previous")
     parser.add_argument("--int8", action="store_true",
                         help="also measure long-form at precision int8 (dynamically quantised linear layers)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also measure long-form on onnxruntime (the model exported once, 64/128/128; "
+                             "with --int8 its int8 graphs too)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--export-onnx", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.export_onnx:
+        export_large(Path(args.model_dir) if args.model_dir else None, args.export_onnx, args.int8)
+        return
     if args.child:
         child(args.child[0], args.child[1], args.threads, args.block_seconds, args.model_dir)
         return
@@ -179,6 +194,13 @@ def main() -> None:
         model_dir = Path(tmp) / "large"
         if reference:
             make_reference_folder(reference, model_dir)
+        onnx_dir = Path(tmp) / "onnx"
+        if args.onnx:  # in a child process: the parent's peak RSS would pass to every measurement
+            started = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "--export-onnx", str(onnx_dir), "--threads", str(args.threads)]
+                           + (["--model-dir", str(model_dir)] if reference else []) + (["--int8"] if args.int8 else []),
+                           check=True)
+            print(f"  exported to ONNX in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         for minutes in sorted(set(args.minutes) | set(args.baseline_minutes)):
             path = make_audio(minutes, Path(tmp))
             plan = (["one-pass"] if minutes in args.baseline_minutes else [])
@@ -193,14 +215,27 @@ def main() -> None:
                         plan.append("longform-previous")
                     if args.int8:
                         plan.append("longform-int8")
+                    if args.onnx:
+                        plan += ["onnx", "onnx-int8"] if args.int8 else ["onnx"]
             for mode in plan:
+                folder = onnx_dir if mode.startswith("onnx") else model_dir if reference else None
                 rows.append(measure(mode.split("+")[0].removesuffix("-previous"), path, args.threads,
-                                    args.block_seconds, model_dir if reference else None,
+                                    args.block_seconds, folder,
                                     jemalloc=mode.endswith("+jemalloc"), reference_python=reference,
                                     src=args.previous_src.resolve() if mode.endswith("-previous") else None))
                 print(f"  measured {mode} {minutes:g} min: {rows[-1]['wall']:.1f} s", file=sys.stderr)
             path.unlink()
     report(rows, args.threads, args.block_seconds)
+
+
+def export_large(model_dir: Path | None, folder: Path, int8: bool) -> None:
+    """The benchmark's model exported to ONNX at 64/128/128 (``echostream export``'s library call)."""
+    from echostream.encoders.base import OFFLINE_CONTEXT
+    from echostream.export.onnx import export_onnx
+    from echostream.model import load_model
+
+    bundle = load_model(model_dir).bundle if model_dir else large_bundle()
+    export_onnx(bundle, folder, [OFFLINE_CONTEXT], int8=int8)
 
 
 def report(rows: list[dict], threads: int, block_seconds: float) -> None:
@@ -218,7 +253,7 @@ def report(rows: list[dict], threads: int, block_seconds: float) -> None:
     for (mode, duration), r in sorted(best.items()):
         rtf = r["wall"] / duration
         ref, one = best.get(("reference", duration)), best.get(("one-pass", duration))
-        ours = mode.startswith("longform")
+        ours = mode.startswith(("longform", "onnx"))
         vs_ref = f"{r['wall'] / ref['wall']:.2f}x" if ref and ours else "-"
         same = word_difference(r["text"], ref["text"]) if ref and ours else "-"
         if mode.endswith("-int8") and same != "same":
