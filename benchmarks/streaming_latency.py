@@ -23,6 +23,11 @@ preset (configs/synth_en_small.yaml: 8 blocks, d=144); a random ChunkFormer-larg
     python benchmarks/streaming_latency.py [--seconds 20] [--audio samples/booking_16k.wav] [--plot ...]
     python benchmarks/streaming_latency.py --model chunkformer=A.pt:4/16/0,16/32/0 \
         --model emformer=B.pt:4/32/4,16/64/16       # trained models, each at its own settings
+    python benchmarks/streaming_latency.py --models large --precisions fp32 int8 --runtimes torch onnx
+
+``--precisions int8`` adds rows with dynamically quantised linear layers, ``--runtimes onnx`` rows
+of the same weights exported (``echostream export``) and run by onnxruntime; each such row is
+compared with the torch fp32 row of its model and setting.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +215,32 @@ def at_precisions(chosen: list[tuple[str, object, list[tuple[int, int, int]]]],
     return out
 
 
+def on_onnx(chosen: list[tuple[str, object, list[tuple[int, int, int]]]], precisions: list[str],
+            folder: Path) -> list[tuple[str, object, list[tuple[int, int, int]], str]]:
+    """Each chosen model exported to ONNX at its chunk-causal settings (right 0) and run by
+    onnxruntime at each precision (rows ``NAME onnx``, ``NAME onnx int8``). Settings with a right
+    context are left out: the onnx runtime runs them as whole utterances or a pipelined step whose
+    delay (every layer's look-ahead) makes it a long-form path, not a streaming one."""
+    import echostream
+    from echostream.encoders.base import ChunkContext
+    from echostream.export.onnx import export_onnx
+
+    out = []
+    for i, (name, model, settings) in enumerate(chosen):
+        causal = [s for s in settings if s[2] == 0]
+        if not causal:
+            continue
+        started = time.perf_counter()
+        contexts = [ChunkContext(chunk=c, left=left, right=right) for c, left, right in causal]
+        target = export_onnx(model.bundle, folder / f"model{i}", contexts, int8="int8" in precisions)  # type: ignore[attr-defined]
+        print(f"  exported {name} to ONNX in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        for precision in precisions:
+            onnx_model = echostream.load_model(target, runtime="onnx", precision=precision)
+            label = f"{name} onnx" + ("" if precision == "fp32" else f" {precision}")
+            out.append((label, onnx_model, causal, precision))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per latency run")
@@ -222,6 +254,8 @@ def main() -> None:
                         help="default: the bundled model, or random weights of its preset's shape")
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "int8"], default=["fp32"],
                         help="run each model at these precisions (int8: dynamically quantised linear layers)")
+    parser.add_argument("--runtimes", nargs="+", choices=["torch", "onnx"], default=["torch"],
+                        help="onnx: also export each model (its right-0 settings) and stream it on onnxruntime")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from echostream.streaming.recognizer import EndpointConfig, Recognizer
@@ -229,7 +263,12 @@ def main() -> None:
     samples, rate = sf.read(args.audio, dtype="float32")
     samples = np.tile(samples, int(np.ceil(args.seconds * rate / len(samples))))[: int(args.seconds * rate)]
     rows = []
-    for name, model, settings, precision in at_precisions(chosen_models(args), args.precisions):
+    chosen = chosen_models(args)
+    runs = at_precisions(chosen, args.precisions) if "torch" in args.runtimes else []
+    tmp = tempfile.TemporaryDirectory()
+    if "onnx" in args.runtimes:
+        runs += on_onnx(chosen, args.precisions, Path(tmp.name))
+    for name, model, settings, precision in runs:
         for c, left, right in settings:
             rec = Recognizer(model, chunk_size=c, left_context=left, right_context=right,  # type: ignore[arg-type]
                              endpoint=EndpointConfig(enabled=False))
@@ -245,23 +284,24 @@ def main() -> None:
             r = rows[-1]
             print(f"  {name} c{c}/l{left}/r{right}: partial p50 {r.partial_med_ms:.0f} ms, capacity {cap}", file=sys.stderr)
     print(f"\nStreaming latency ({args.threads} threads, {PIECE_S * 1000:.0f} ms pieces, simulated real time)")
-    head = (f"{'model':<18} {'chunk/left/right':>16} {'algo ms':>8} {'final ms':>9} {'step p50':>9} "
+    head = (f"{'model':<22} {'chunk/left/right':>16} {'algo ms':>8} {'final ms':>9} {'step p50':>9} "
             f"{'step p95':>9} {'partial p50':>12} {'partial p95':>12} {'streams':>8} {'RTF':>7}")
     print(head)
     for r in rows:
         c, left, right = r.setting
-        print(f"{r.model:<18} {f'{c}/{left}/{right}':>16} {r.algorithmic_ms:>8.0f} {r.final_ms:>9.0f} "
+        print(f"{r.model:<22} {f'{c}/{left}/{right}':>16} {r.algorithmic_ms:>8.0f} {r.final_ms:>9.0f} "
               f"{r.compute_med_ms:>9.1f} {r.compute_p95_ms:>9.1f} {r.partial_med_ms:>12.0f} "
               f"{r.partial_p95_ms:>12.0f} {r.capacity:>8} {r.rtf:>7.3f}")
     print("algo: chunk + right context; final: until a frame is final; step: compute per decoding step of one "
           "stream; partial: token audio end -> first partial showing it; streams: real-time streams sustained; "
           "RTF: one stream's compute / audio")
-    for r in rows:
-        fp32 = next((f for f in rows if f.model == r.model.removesuffix(" int8") and f.setting == r.setting
-                     and f is not r), None)
-        if r.model.endswith(" int8") and fp32 is not None:
+    tmp.cleanup()
+    for r in rows:  # each int8 or onnx row against the torch fp32 row of its model and setting
+        base = r.model.removesuffix(" int8").removesuffix(" onnx")
+        fp32 = next((f for f in rows if f.model == base and f.setting == r.setting and f is not r), None)
+        if fp32 is not None:
             print(f"{r.model} {'/'.join(map(str, r.setting))}: step p50 {fp32.compute_med_ms / r.compute_med_ms:.2f}x "
-                  f"faster than fp32, RTF {fp32.rtf / r.rtf:.2f}x, streams {r.capacity} vs {fp32.capacity}")
+                  f"faster than torch fp32, RTF {fp32.rtf / r.rtf:.2f}x, streams {r.capacity} vs {fp32.capacity}")
     if args.plot:
         plot(rows, Path(args.plot))
         print(f"plot: {args.plot}")
