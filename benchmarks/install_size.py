@@ -18,7 +18,8 @@ from importlib import metadata
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-INSTALLS = {"core": (), "server": ("server",), "train": ("train",), "hub": ("hub",), "all": ("all",)}
+INSTALLS = {"core": (), "server": ("server",), "train": ("train",), "hub": ("hub",), "ray": ("ray",), "onnx": ("onnx",),
+            "all": ("all",)}
 
 
 def _key(name: str) -> str:
