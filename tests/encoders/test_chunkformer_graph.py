@@ -10,7 +10,12 @@ import torch.nn.functional as F
 
 from echostream.encoders.base import ChunkContext
 from echostream.encoders.chunkformer import ChunkFormerEncoder
-from echostream.encoders.chunkformer_graph import NOT_ENDED, ChunkFormerStep, WholeUtterance
+from echostream.encoders.chunkformer_graph import (
+    NOT_ENDED,
+    ChunkFormerStep,
+    Subsampling,
+    WholeUtterance,
+)
 
 CONTEXTS = [
     ChunkContext(chunk=4, left=8, right=4),
@@ -52,13 +57,25 @@ def test_whole_utterance_equals_forward(
     x, x_lens = torch.randn(2, 300, 20), torch.tensor([300, 171])
     with torch.no_grad():
         y, y_lens = encoder(x, x_lens, context)
-        whole, whole_lens = WholeUtterance(encoder, context)(x, x_lens)
+        frames = Subsampling(encoder)(x)
+        whole, whole_lens = WholeUtterance(encoder, context)(frames, encoder.output_lengths(x_lens))
     assert torch.equal(whole_lens, y_lens)
     assert whole.shape[1] % context.chunk == 0 and whole.shape[1] >= y.shape[1]
     diff = (whole[:, : y.shape[1]] - y).abs().max().item()
     record_property("max_abs_diff", diff)
     assert diff <= TOLERANCE
     assert not whole[1, int(y_lens[1]) :].any()  # zero past the length
+
+
+def test_subsampling_in_pieces_equals_whole(make_tiny_encoder: Callable[..., ChunkFormerEncoder]) -> None:
+    """Contiguous feature pieces cut at multiples of 8 (7 frames overlapping) give the same frames."""
+    sub = Subsampling(make_tiny_encoder())
+    x = torch.randn(2, 415, 20)
+    with torch.no_grad():
+        whole = sub(x)
+        pieces = torch.cat([sub(x[:, 8 * s : 8 * (s + 10) + 7]) for s in range(0, whole.shape[1], 10)], dim=1)
+    assert whole.shape == (2, (415 - 15) // 8 + 1, 32)
+    assert torch.allclose(pieces, whole, atol=1e-6)
 
 
 @pytest.mark.parametrize("chunks_per_step", [1, 3])

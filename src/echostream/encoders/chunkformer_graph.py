@@ -4,8 +4,9 @@
 lists), which an exporter cannot follow. The two computations here give the same frames with
 fixed rules and tensors only:
 
-- :class:`WholeUtterance`: every chunk of every utterance of a batch in one pass (the masked
-  computation of training), for files short enough to hold in memory at once.
+- :class:`Subsampling` then :class:`WholeUtterance`: the front end, then every chunk of every
+  utterance of a batch through the layers in one pass (the masked computation of training), for
+  files short enough to hold in memory at once.
 - :class:`ChunkFormerStep`: one step of ``S = G * C`` new encoder frames (a fixed feature window)
   through a *pipeline*: layer ``i`` works ``i * delay_per_layer`` frames behind layer 0, where
   ``delay_per_layer = (ceil(R / C) + ceil(min(K, R) / C)) * C`` is how far past a chunk its
@@ -35,7 +36,7 @@ from echostream.encoders.base import ChunkContext
 from echostream.encoders.chunkformer import ChunkFormerEncoder, ChunkFormerLayer
 from echostream.masks import chunk_attn_mask, chunk_conv_mask
 from echostream.nn.positional import relative_position_table
-from echostream.nn.subsampling import RATE, RECEPTIVE_FIELD, window_frames
+from echostream.nn.subsampling import RATE, window_frames
 
 NOT_ENDED = 2**40
 """``end`` of a stream whose length is not known yet (more frames than any stream has)."""
@@ -113,12 +114,30 @@ def _output_chunks(
     return layer.output(attn.reshape(-1, c, attn.shape[2]), conv_windows, conv_mask).reshape_as(attn)
 
 
-class WholeUtterance(nn.Module):
-    """Whole utterances through ``encoder`` in one pass, tensors only (exportable with a dynamic
-    number of frames).
+class Subsampling(nn.Module):
+    """The front end alone: x (B, T, F) normalised features -> (B, T', D) layer input, with
+    ``T' = (T - 15) // 8 + 1`` (T >= 15). Its convolutions have no time padding, so a frame
+    depends only on its own 15 feature frames: contiguous pieces of features cut at multiples of 8
+    (with 7 frames of overlap) give the same frames as the whole, and as per-chunk windows."""
 
-    x: (B, T, F) normalised features, x_lens: (B,) -> y: (B, T', D), y_lens: (B,), with ``T'``
-    rounded up to whole chunks (frames past ``y_lens`` are zero).
+    def __init__(self, encoder: ChunkFormerEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: Tensor) -> Tensor:
+        enc = self.encoder
+        return enc.embed_dropout(enc.embed.convolve(x) * enc.xscale)  # type: ignore[no-any-return]
+
+
+class WholeUtterance(nn.Module):
+    """Whole utterances through ``encoder``'s layers in one pass, tensors only (exportable with a
+    dynamic number of frames).
+
+    h: (B, T', D) layer input (:class:`Subsampling` of the features), h_lens: (B,) encoder frames
+    -> y: (B, T'', D), y_lens: (B,), with ``T''`` rounded up to whole chunks (zero past ``y_lens``).
+    The front end is separate so that a runtime can run it in pieces: on all frames at once, its
+    first convolution's output (D channels at half the frame rate and half the bins) is by far the
+    largest tensor of the model (2.4 GB for 10 minutes of the large shape).
     """
 
     pos_table: Tensor  # (2C + L + R - 1, D)
@@ -131,26 +150,23 @@ class WholeUtterance(nn.Module):
         table = relative_position_table(encoder.cfg.output_size, chunk=context.chunk, left=context.left, right=context.right)
         self.register_buffer("pos_table", table.to(encoder.after_norm.weight.dtype), persistent=False)
 
-    def forward(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, h_lens: Tensor) -> tuple[Tensor, Tensor]:
         enc, context = self.encoder, self.context
         c, left, right, reach = context.chunk, context.left, context.right, enc.reach
-        y_lens = enc.output_lengths(x_lens)  # (B,)
-        # T >= 15 (shorter inputs are padded by the caller); chunks = ceil(T' / C)
-        chunks = ((x.shape[1] - RECEPTIVE_FIELD) // RATE + c) // c
-        need = (chunks * c - 1) * RATE + RECEPTIVE_FIELD
-        x = F.pad(x, (0, 0, 0, need - x.shape[1]))  # (B, need, F)
-        h = _subsample(enc, x, chunks, c, pieces=False)  # (B, G * C, D)
-        zero = torch.zeros_like(y_lens)
-        valid = _positions_valid(zero, chunks * c, y_lens)  # (B, G * C, 1)
+        chunks = (h.shape[1] + c - 1) // c
+        h = F.pad(h, (0, 0, 0, chunks * c - h.shape[1]))  # (B, G * C, D)
+        zero = torch.zeros_like(h_lens)
+        valid = _positions_valid(zero, chunks * c, h_lens)  # (B, G * C, 1)
+        h = h.masked_fill(~valid, 0.0)
         for layer in enc.layers:
             assert isinstance(layer, ChunkFormerLayer)
             macaron, kv = layer.key_values(h)  # (B, G * C, D), (B, G * C, H, 2Dh)
             kv_rows = F.pad(kv, (0, 0, 0, 0, left, right))  # (B, L + G * C + R, H, 2Dh)
-            attn, gated = _attend_chunks(layer, context, macaron, kv_rows, zero, y_lens, self.pos_table)
+            attn, gated = _attend_chunks(layer, context, macaron, kv_rows, zero, h_lens, self.pos_table)
             gated_rows = F.pad(gated, (0, 0, reach, reach))  # (B, K + G * C + K, D)
-            h = _output_chunks(layer, context, reach, attn, gated_rows, zero, y_lens)
+            h = _output_chunks(layer, context, reach, attn, gated_rows, zero, h_lens)
             h = h.masked_fill(~valid, 0.0)
-        return enc.after_norm(h).masked_fill(~valid, 0.0), y_lens
+        return enc.after_norm(h).masked_fill(~valid, 0.0), h_lens
 
 
 @dataclass(frozen=True)

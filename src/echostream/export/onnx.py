@@ -5,8 +5,10 @@
     folder/
       model.pt                          the echostream checkpoint (config, vocabulary, fbank,
                                         CMVN, CTC head; the torch encoder too, for re-export)
-      encoder_whole_c64_l128_r128.onnx  whole utterances of one context: feats (B, T, F)
-                                        normalised, feats_lens (B,) -> enc (B, T', D), enc_lens (B,)
+      subsampling.onnx                  the front end: feats (B, T, F) normalised -> frames
+                                        (B, (T - 15) // 8 + 1, D); run it in pieces (below)
+      encoder_whole_c64_l128_r128.onnx  whole utterances of one context: frames (B, T', D),
+                                        frame_lens (B,) -> enc (B, T'', D), enc_lens (B,)
       encoder_step_c64_l128_r128_g4.onnx  one fixed-window step of that context (below)
       encoder_step_c8_l32_r0_g1.onnx
       *.int8.onnx                       the same with int8 linear layers (``int8=True``)
@@ -19,7 +21,10 @@ zero shapes ``export.json`` lists with a batch of 1 (dimension 1 is the batch); 
 ``enc`` (B, S, D), frames ``position - delay .. + S``, and ``next_<name>`` for each state, in the
 sherpa-onnx manner: a runtime in any language builds zero states from the metadata alone.
 
-Contexts with a right context get both graphs: the whole-utterance graph is the fast one for files
+The front end is a graph of its own so that a runtime can run it on contiguous pieces of features
+(cut at multiples of 8 feature frames, overlapping by 7: the same frames as the whole): on a whole
+file at once its first convolution's output is the largest tensor of the model. Contexts with a
+right context get both graphs: the whole-utterance graph is the fast one for files
 that fit in memory; the step graph computes every frame once but trails its input by ``delay``
 frames (its warm-up and flush cost about that many frames of compute), so it serves long streams.
 Chunk-causal contexts (right 0) get the step graph only: it has no delay.
@@ -52,6 +57,7 @@ from echostream.encoders.chunkformer import ChunkFormerEncoder
 from echostream.encoders.chunkformer_graph import (
     NOT_ENDED,
     ChunkFormerStep,
+    Subsampling,
     WholeUtterance,
 )
 from echostream.extras import require
@@ -59,6 +65,7 @@ from echostream.models.checkpoint import ModelBundle, save_checkpoint
 from echostream.models.precision import is_quantized
 
 EXPORT_FILE = "export.json"
+SUBSAMPLING_FILE = "subsampling.onnx"
 EXPORT_VERSION = 1
 OPSET = 17
 EXPORT_TOLERANCE = 1e-4
@@ -101,6 +108,7 @@ class ExportInfo:
     encoder_type: str
     input_dim: int
     output_dim: int
+    subsampling_graph: str  # file name of the front-end graph
     subsampling: int
     receptive_field: int
     not_ended: int
@@ -161,6 +169,8 @@ def export_onnx(
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
         work = Path(tmp)
         save_checkpoint(work / "model.pt", bundle)
+        say(f"exporting {SUBSAMPLING_FILE}")
+        _export_subsampling(Subsampling(encoder).eval(), work / SUBSAMPLING_FILE)
         exported = []
         for context in contexts:
             encoder.check_context(context)
@@ -183,9 +193,10 @@ def export_onnx(
             ))
         info = ExportInfo(
             version=EXPORT_VERSION, encoder_type=encoder.cfg.TYPE, input_dim=encoder.cfg.input_dim,
-            output_dim=encoder.output_size(), subsampling=encoder.subsampling,
+            output_dim=encoder.output_size(), subsampling_graph=SUBSAMPLING_FILE, subsampling=encoder.subsampling,
             receptive_field=encoder.receptive_field, not_ended=NOT_ENDED, int8=int8, contexts=exported,
         )
+        _add_metadata(work / SUBSAMPLING_FILE, info, None)
         for item in exported:
             for name in (item.step, item.whole):
                 if name is None:
@@ -226,23 +237,25 @@ def read_export_info(folder: Path) -> ExportInfo:
         raise ExportError(f"{path}: damaged export description ({type(err).__name__}: {err})") from None
     if info.version != EXPORT_VERSION:
         raise ExportError(f"{path}: export version {info.version!r} is not supported ({EXPORT_VERSION})")
-    for item in info.contexts:
-        for name in (item.step, item.whole):
-            if name is not None and not (folder / name).is_file():
-                raise ExportError(f"{folder}: {name} is missing")
+    for name in (info.subsampling_graph, *(n for item in info.contexts for n in (item.step, item.whole))):
+        if name is not None and not (folder / name).is_file():
+            raise ExportError(f"{folder}: {name} is missing")
     return info
 
 
+def _export_subsampling(sub: Subsampling, path: Path) -> None:
+    x = torch.randn(2, 8 * 20 + 7, sub.encoder.cfg.input_dim)
+    _trace(sub, (x,), path, ["feats"], ["frames"], {"feats": {0: "B", 1: "T"}, "frames": {0: "B", 1: "T_out"}})
+    _check(path, sub, (torch.randn(3, 8 * 33 + 10, x.shape[2]),))  # a shape the trace did not see
+
+
 def _export_whole(whole: WholeUtterance, path: Path) -> None:
-    c = whole.context.chunk
-    frames = (3 * c - 1) * 8 + 15  # three chunks
-    x = torch.randn(2, frames, whole.encoder.cfg.input_dim)
-    x_lens = torch.tensor([frames, frames - 8 * c])
-    _trace(whole, (x, x_lens), path, ["feats", "feats_lens"], ["enc", "enc_lens"],
-           {"feats": {0: "B", 1: "T"}, "feats_lens": {0: "B"}, "enc": {0: "B", 1: "T_out"}, "enc_lens": {0: "B"}})
+    c, d = whole.context.chunk, whole.encoder.output_size()
+    frames = torch.randn(2, 3 * c, d)
+    _trace(whole, (frames, torch.tensor([3 * c, 2 * c - 1])), path, ["frames", "frame_lens"], ["enc", "enc_lens"],
+           {"frames": {0: "B", 1: "T"}, "frame_lens": {0: "B"}, "enc": {0: "B", 1: "T_out"}, "enc_lens": {0: "B"}})
     # a length the trace did not see, checked against torch
-    frames = (5 * c + 2) * 8 + 15
-    _check(path, whole, (torch.randn(2, frames, x.shape[2]), torch.tensor([frames, frames // 2])))
+    _check(path, whole, (torch.randn(2, 5 * c + 2, d), torch.tensor([5 * c + 2, 2 * c + 1])))
 
 
 def _export_step(step: ChunkFormerStep, path: Path) -> None:
@@ -281,6 +294,7 @@ def _check(path: Path, module: nn.Module, args: tuple[torch.Tensor, ...]) -> Non
     got = session.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})
     with torch.no_grad():
         want = module(*args)
+    want = (want,) if isinstance(want, torch.Tensor) else want
     for name, g, w in zip([o.name for o in session.get_outputs()], got, want, strict=True):
         diff = float(np.abs(g - w.numpy()).max()) if g.size else 0.0
         if g.shape != tuple(w.shape) or diff > EXPORT_TOLERANCE:
@@ -288,19 +302,21 @@ def _check(path: Path, module: nn.Module, args: tuple[torch.Tensor, ...]) -> Non
                               f"(shape {g.shape} vs {tuple(w.shape)}, max |diff| {diff:.3g})")
 
 
-def _add_metadata(path: Path, info: ExportInfo, item: ExportedContext) -> None:
+def _add_metadata(path: Path, info: ExportInfo, item: ExportedContext | None) -> None:
     """Copy what a runtime needs into the graph's ``metadata_props`` (sherpa-onnx style)."""
     import onnx
 
     model = onnx.load(str(path))
-    values = {
+    values: dict[str, Any] = {
         "model_type": info.encoder_type, "export_version": info.version, "subsampling": info.subsampling,
         "receptive_field": info.receptive_field, "input_dim": info.input_dim, "output_dim": info.output_dim,
-        "not_ended": info.not_ended, **{k: v for k, v in dataclasses.asdict(item).items() if k != "states"},
-        "graph": "step" if path.name == item.step else "whole",
+        "not_ended": info.not_ended, "graph": "subsampling",
     }
-    for name, shape in item.states.items():
-        values[f"state_{name}_shape"] = ",".join(map(str, shape))
+    if item is not None:
+        values.update({k: v for k, v in dataclasses.asdict(item).items() if k != "states"})
+        values["graph"] = "step" if path.name == item.step else "whole"
+        for name, shape in item.states.items():
+            values[f"state_{name}_shape"] = ",".join(map(str, shape))
     del model.metadata_props[:]
     for key, value in values.items():
         entry = model.metadata_props.add()

@@ -29,6 +29,9 @@ from echostream.encoders.base import BATCH_DIM_1, ChunkContext, EncoderState
 from echostream.export.onnx import STATE_NAMES, ExportedContext, ExportError, ExportInfo, int8_name
 from echostream.extras import require
 
+SUBSAMPLING_PIECE = 256
+"""Encoder frames the front-end graph makes per call when a whole file is encoded."""
+
 WHOLE_LIMIT_FRAMES = 60_000
 """Feature frames (10 min) a stream may buffer for one whole-utterance call; past it, steps."""
 
@@ -83,14 +86,15 @@ class ChunkFormerOnnx(nn.Module):
         options.intra_op_num_threads = threads if threads is not None else torch.get_num_threads()
         options.inter_op_num_threads = 1
 
-        def session(name: str) -> Any:
-            name = int8_name(name) if precision == "int8" else name
+        def session(name: str, quantized: bool = precision == "int8") -> Any:
+            name = int8_name(name) if quantized else name
             try:
                 return ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
             except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ExportError(f"{folder / name}: onnxruntime cannot load it ({first})") from None
 
+        self.subsampling_graph = session(info.subsampling_graph, quantized=False)
         self.graphs = {
             item.context: _Graphs(item, session(item.step), session(item.whole) if item.whole else None)
             for item in info.contexts
@@ -128,12 +132,24 @@ class ChunkFormerOnnx(nn.Module):
 
     def _whole(self, graphs: _Graphs, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         y_lens = self.output_lengths(x_lens)
-        if x.shape[1] < self.receptive_field:
-            x = torch.nn.functional.pad(x, (0, 0, 0, self.receptive_field - x.shape[1]))
+        frames = self._subsample(x.float().numpy())
         assert graphs.whole is not None
-        enc, _ = graphs.whole.run(None, {"feats": x.float().numpy(), "feats_lens": x_lens.numpy()})
+        enc, _ = graphs.whole.run(None, {"frames": frames, "frame_lens": y_lens.numpy()})
         width = int(y_lens.max()) if len(y_lens) else 0
         return torch.from_numpy(enc[:, :width]), y_lens
+
+    def _subsample(self, x: np.ndarray) -> np.ndarray:
+        """(B, T, F) features -> (B, T', D) frames, ``SUBSAMPLING_PIECE`` frames per call (the
+        same frames as one call: pieces overlap by ``receptive_field - subsampling`` features)."""
+        rate, field_ = self.subsampling, self.receptive_field
+        if x.shape[1] < field_:
+            x = np.pad(x, ((0, 0), (0, field_ - x.shape[1]), (0, 0)))
+        total = (x.shape[1] - field_) // rate + 1
+        pieces = [
+            self.subsampling_graph.run(None, {"feats": x[:, rate * s : rate * (s + SUBSAMPLING_PIECE) + field_ - rate]})[0]
+            for s in range(0, total, SUBSAMPLING_PIECE)
+        ]
+        return np.concatenate(pieces, axis=1)
 
     # -- streams -----------------------------------------------------------------------------
 
