@@ -401,14 +401,14 @@ def _load_onnx(folder: Path, device: torch.device, precision: str) -> Model:
     """An export folder (``echostream export --format onnx``) with onnxruntime as its encoder."""
     require("onnx", "runtime onnx")
     from echostream.export.onnx import read_export_info
-    from echostream.export.onnx_runtime import ChunkFormerOnnx
+    from echostream.export.onnx_runtime import OnnxEncoder
 
     info = read_export_info(folder)
     bundle = load_checkpoint(folder / "model.pt")
     if bundle.model.encoder.cfg.TYPE != info.encoder_type:
         raise CheckpointError(f"{folder}: model.pt holds a {bundle.model.encoder.cfg.TYPE} encoder, "
                               f"the graphs a {info.encoder_type}")
-    bundle.model.encoder = ChunkFormerOnnx(folder, info, precision)  # the torch encoder is dropped
+    bundle.model.encoder = OnnxEncoder(folder, info, precision)  # the torch encoder is dropped
     return Model(bundle, device, precision, runtime="onnx")
 
 

@@ -234,3 +234,95 @@ def test_export_json_lists_what_a_runtime_needs(tiny: tuple[echostream.Model, Pa
     assert data["contexts"][1]["whole"] is None  # right 0: the step alone, without delay
     assert data["contexts"][1]["delay"] == 0 and first["delay"] > 0
     assert set(first["states"]) == {"kv", "macaron", "attn", "gated"}
+
+
+# ------------------------------------------------------------------------------------ Emformer
+
+EMFORMER_CONTEXTS = [ChunkContext(chunk=4, left=8, right=2), ChunkContext(chunk=4, left=8, right=0)]
+
+
+@pytest.fixture(scope="module", params=[2, 0], ids=["memory_2", "memory_0"])
+def emformer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[echostream.Model, Path]:
+    """A random tiny Emformer model (with and without a memory bank) and its export (int8 too)."""
+    from conftest import TINY_VOCAB
+    from echostream.encoders.emformer import EmformerConfig
+    from echostream.frontend import FbankConfig
+    from echostream.models.asr import ASRModelConfig
+    from echostream.models.build import build_model
+    from echostream.text.vocab import Vocabulary
+
+    torch.manual_seed(7)
+    encoder = EmformerConfig(input_dim=20, output_size=32, attention_heads=4, linear_units=64, num_blocks=2,
+                             memory_size=request.param, dropout_rate=0.0, attention_dropout_rate=0.0)
+    model = build_model(ASRModelConfig(encoder=encoder, vocab_size=len(TINY_VOCAB))).eval()
+    with torch.no_grad():
+        model.cmvn.mean.uniform_(-1.0, 1.0)
+        model.ctc.ctc_lo.bias[0] = -1.0
+    bundle = ModelBundle(model=model, vocab=Vocabulary(TINY_VOCAB), fbank=FbankConfig(num_mel_bins=20))
+    folder = export_onnx(bundle, tmp_path_factory.mktemp("onnx_emformer") / "export", EMFORMER_CONTEXTS, int8=True)
+    return echostream.Model(bundle), folder
+
+
+@pytest.mark.parametrize("block", [30.0, 0.37])
+@pytest.mark.parametrize("context", EMFORMER_CONTEXTS, ids=["right_2", "right_0"])
+def test_emformer_onnx_log_probs_equal_torch(
+    emformer: tuple[echostream.Model, Path], context: ChunkContext, block: float, record_property: Callable[..., None],
+) -> None:
+    torch_model, folder = emformer
+    onnx_model = echostream.load_model(folder, runtime="onnx")
+    for seconds in (7.03, 0.13):  # a last segment cut short; a stream shorter than one segment
+        want = _log_probs(torch_model, _noise(seconds), context, block)
+        got = _log_probs(onnx_model, _noise(seconds), context, block)
+        assert got.shape == want.shape
+        diff = float(np.abs(got - want).max()) if got.size else 0.0
+        record_property("max_abs_diff", diff)
+        assert diff <= TOLERANCE
+
+
+def test_emformer_onnx_streams_like_torch(emformer: tuple[echostream.Model, Path]) -> None:
+    torch_model, folder = emformer
+    onnx_model = echostream.load_model(folder, runtime="onnx")
+    audio = _noise(5.0, seed=2)
+    results = []
+    for model in (torch_model, onnx_model):
+        rec = echostream.Recognizer(model, chunk_size=4, left_context=8, right_context=2, keep_log_probs=True)
+        stream = rec.create_stream()
+        for i in range(0, len(audio), 1600):  # 100 ms pieces
+            stream.accept_waveform(16000, audio[i : i + 1600])
+            while rec.is_ready(stream):
+                rec.decode_streams([stream])
+        stream.input_finished()
+        while rec.is_ready(stream):
+            rec.decode_streams([stream])
+        results.append((stream.result.text, np.concatenate(stream.log_probs)))
+    (text_t, lp_t), (text_o, lp_o) = results
+    assert text_o == text_t
+    assert lp_o.shape == lp_t.shape and np.abs(lp_o - lp_t).max() <= TOLERANCE
+    int8 = _log_probs(echostream.load_model(folder, runtime="onnx", precision="int8"), audio, EMFORMER_CONTEXTS[0], 30.0)
+    assert int8.shape == lp_t.shape
+
+
+def test_emformer_export_refuses_several_segments_per_step(emformer: tuple[echostream.Model, Path],
+                                                          tmp_path: Path) -> None:
+    torch_model, _ = emformer
+    message = _one_line(lambda: export_onnx(torch_model.bundle, tmp_path / "x", EMFORMER_CONTEXTS, chunks_per_step=2),
+                        ExportError)
+    assert "chunks per step must be 1" in message
+
+
+def test_zipformer_export_is_refused_by_name(tmp_path: Path) -> None:
+    from echostream.encoders.zipformer import ZipformerConfig
+    from echostream.frontend import FbankConfig
+    from echostream.models.asr import ASRModelConfig
+    from echostream.models.build import build_model
+    from echostream.text.vocab import Vocabulary
+
+    encoder = ZipformerConfig(input_dim=80, downsampling_factors=(1, 2, 4, 2), encoder_dims=(16, 24, 32, 24),
+                              num_layers=(1, 1, 1, 1), attention_heads=(2, 2, 2, 2), feedforward_dims=(32, 48, 64, 48),
+                              cnn_module_kernels=(7, 5, 3, 5), query_head_dim=8, value_head_dim=4)
+    tokens = ("<blank>", "a", "b")
+    bundle = ModelBundle(model=build_model(ASRModelConfig(encoder=encoder, vocab_size=3)).eval(),
+                         vocab=Vocabulary(tokens), fbank=FbankConfig())
+    message = _one_line(lambda: export_onnx(bundle, tmp_path / "z", [ChunkContext(chunk=8, left=32, right=0)]),
+                        ExportError)
+    assert "ZipformerEncoder" in message and not (tmp_path / "z").exists()

@@ -233,6 +233,24 @@ def _cat_padded(items: list[Tensor], dim: int) -> Tensor:
     return torch.cat(padded, dim=dim)
 
 
+@dataclass(frozen=True)
+class StepLayout:
+    """The fixed shapes of an encoder's exportable streaming step (``export/onnx.py``).
+
+    The step takes ``feature_frames`` normalised feature frames, hopping ``feature_hop`` per
+    call, an ``end`` (B,) and a ``position`` (B,) (encoder frames: the stream's length once known,
+    and the first frame of this step's window), and its states; it gives ``step_frames`` encoder
+    frames starting ``delay`` frames before ``position``, ``position + step_frames`` and the new
+    states. ``states``: name -> zero shape with a batch of 1 (the batch is dimension 1).
+    """
+
+    feature_frames: int
+    feature_hop: int
+    step_frames: int
+    delay: int
+    states: dict[str, tuple[int, ...]]
+
+
 BATCH_DIM_1 = {"batch_dim": 1}
 """Field metadata of a state tensor batched along its second dimension (layers first)."""
 

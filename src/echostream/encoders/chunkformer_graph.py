@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from echostream.encoders.base import ChunkContext
+from echostream.encoders.base import ChunkContext, StepLayout
 from echostream.encoders.chunkformer import ChunkFormerEncoder, ChunkFormerLayer
 from echostream.masks import chunk_attn_mask, chunk_conv_mask
 from echostream.nn.positional import relative_position_table
@@ -252,6 +252,12 @@ class ChunkFormerStep(nn.Module):
         )
         table = relative_position_table(cfg.output_size, chunk=context.chunk, left=context.left, right=context.right)
         self.register_buffer("pos_table", table.to(encoder.after_norm.weight.dtype), persistent=False)
+
+    @property
+    def layout(self) -> StepLayout:
+        geo = self.geometry
+        return StepLayout(feature_frames=geo.feature_frames, feature_hop=geo.feature_hop,
+                          step_frames=geo.step_frames, delay=geo.delay, states=geo.state_shapes(1))
 
     def init_state(self, batch: int, device: torch.device | str = "cpu") -> tuple[Tensor, ...]:
         """``(position, kv, macaron, attn, gated)`` of ``batch`` streams that have seen nothing."""

@@ -38,7 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from echostream.encoders.base import BATCH_DIM_1, ChunkContext, EncoderConfig, EncoderState
+from echostream.encoders.base import (
+    BATCH_DIM_1,
+    ChunkContext,
+    EncoderConfig,
+    EncoderState,
+    StepLayout,
+)
 from echostream.masks import emformer_attn_mask
 from echostream.nn.feedforward import FeedForward
 
@@ -236,7 +242,8 @@ class EmformerEncoder(nn.Module):
         return y, y_lens
 
     def step(
-        self, feats: Tensor, left_kv: Tensor, memory: Tensor, index: Tensor, context: ChunkContext
+        self, feats: Tensor, left_kv: Tensor, memory: Tensor, index: Tensor, context: ChunkContext,
+        remaining: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One segment of every stream, tensors only and fixed shapes: the step an export runs.
 
@@ -247,19 +254,23 @@ class EmformerEncoder(nn.Module):
 
         Args:
             feats: (B, (C + R) * frame_stack, F); left_kv: (N, B, L, 2D); memory: (N, B, M, D);
-            index: (B,) segments each stream has done (its first: 0).
+            index: (B,) segments each stream has done (its first: 0); remaining: (B,) frames of
+            each stream from the segment's first on, if it ends within the window (the rows
+            past it are masked, as ``forward_chunk`` does for a stream's last segment).
         Returns:
             y: (B, C, D), and the new left_kv, memory and index.
         """
         c, left, r, m = context.chunk, context.left, context.right, self.cfg.memory_size
         batch, stack = feats.shape[0], self.cfg.frame_stack
-        frames = self.embed(feats.reshape(batch, c + r, stack * feats.shape[2]))  # (B, C + R, D)
+        if remaining is None:
+            remaining = torch.full_like(index, c + r)
+        rows = torch.arange(c + r, device=feats.device) < remaining.view(-1, 1)  # (B, C + R) rows that exist
+        frames = self.embed(feats.reshape(batch, c + r, stack * feats.shape[2])) * rows.unsqueeze(-1)  # (B, C + R, D)
         seg, block = frames[:, :c], frames[:, c:]
-        valid = torch.ones(batch, c, dtype=torch.bool, device=feats.device)
-        mask = _additive(emformer_attn_mask(index, torch.full_like(index, c + r), chunk=c, left=left, right=r,
-                                            memory=m), feats.dtype)
+        valid = rows[:, :c]
+        mask = _additive(emformer_attn_mask(index, remaining, chunk=c, left=left, right=r, memory=m), feats.dtype)
         distance = relative_distances(context, feats.device)
-        mem_in = seg.mean(1)  # layer 0's memory vector of this segment
+        mem_in = seg.sum(1) / valid.sum(1, keepdim=True).clamp(min=1)  # layer 0's memory vector of this segment
         new_left, new_memory = [], []
         layer: EmformerLayer
         for i, layer in enumerate(self.layers):  # type: ignore[assignment]
@@ -382,6 +393,40 @@ class EmformerEncoder(nn.Module):
             segments=state.segments + counts_t,
         )
         return out, out_lens, new_state
+
+
+class EmformerStep(nn.Module):
+    """:meth:`EmformerEncoder.step` in the layout every exported step shares (``StepLayout``):
+    ``forward(feats, end, position, left_kv, memory) -> (y, position + C, left_kv, memory)``,
+    one segment per call with no delay; ``end`` masks the rows past a stream's end."""
+
+    def __init__(self, encoder: EmformerEncoder, context: ChunkContext) -> None:
+        super().__init__()
+        encoder.check_context(context)
+        self.encoder = encoder
+        self.context = context
+
+    @property
+    def layout(self) -> StepLayout:
+        cfg, c, r = self.encoder.cfg, self.context.chunk, self.context.right
+        n, d = cfg.num_blocks, cfg.output_size
+        return StepLayout(
+            feature_frames=(c + r) * cfg.frame_stack, feature_hop=c * cfg.frame_stack, step_frames=c, delay=0,
+            states={"left_kv": (n, 1, self.context.left, 2 * d), "memory": (n, 1, cfg.memory_size, d)},
+        )
+
+    def init_state(self, batch: int, device: torch.device | str = "cpu") -> tuple[Tensor, ...]:
+        """``(position, left_kv, memory)`` of ``batch`` streams that have seen nothing."""
+        state = self.encoder.init_state(batch, self.context, device)
+        return torch.zeros(batch, dtype=torch.long, device=device), state.left_kv, state.memory
+
+    def forward(
+        self, feats: Tensor, end: Tensor, position: Tensor, left_kv: Tensor, memory: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        c = self.context.chunk
+        index = torch.div(position, c, rounding_mode="floor")
+        y, left_kv, memory, _ = self.encoder.step(feats, left_kv, memory, index, self.context, end - position)
+        return y, position + c, left_kv, memory
 
 
 def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:

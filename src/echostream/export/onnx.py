@@ -60,6 +60,7 @@ from echostream.encoders.chunkformer_graph import (
     Subsampling,
     WholeUtterance,
 )
+from echostream.encoders.emformer import EmformerEncoder, EmformerStep
 from echostream.extras import require
 from echostream.models.checkpoint import ModelBundle, save_checkpoint
 from echostream.models.precision import is_quantized
@@ -69,7 +70,6 @@ SUBSAMPLING_FILE = "subsampling.onnx"
 EXPORT_VERSION = 1
 OPSET = 17
 EXPORT_TOLERANCE = 1e-4
-STATE_NAMES = ("kv", "macaron", "attn", "gated")
 STEP_FRAMES_OFFLINE = 256
 """Encoder frames per step for contexts with a right context (about 20 s: large enough to keep the
 matrix products efficient); chunk-causal contexts step one chunk at a time (lowest latency)."""
@@ -108,9 +108,10 @@ class ExportInfo:
     encoder_type: str
     input_dim: int
     output_dim: int
-    subsampling_graph: str  # file name of the front-end graph
+    subsampling_graph: str | None  # file name of the front-end graph (ChunkFormer)
     subsampling: int
     receptive_field: int
+    causal: bool
     not_ended: int
     int8: bool
     contexts: list[ExportedContext]
@@ -150,8 +151,12 @@ def export_onnx(
     """
     require("onnx", "ONNX export")
     encoder = bundle.model.encoder
-    if not isinstance(encoder, ChunkFormerEncoder):
-        raise ExportError(f"ONNX export covers ChunkFormer encoders; this model's is {type(encoder).__name__}")
+    chunkformer = isinstance(encoder, ChunkFormerEncoder)
+    if not chunkformer and not isinstance(encoder, EmformerEncoder):
+        raise ExportError(f"ONNX export covers ChunkFormer and Emformer encoders; this model's is "
+                          f"{type(encoder).__name__}")
+    if not chunkformer and chunks_per_step not in (None, 1):
+        raise ExportError(f"an Emformer step is one segment: chunks per step must be 1, got {chunks_per_step}")
     if is_quantized(bundle.model):
         raise ExportError("export the fp32 model: int8 graphs are made from it with int8=True")
     if not contexts:
@@ -169,34 +174,37 @@ def export_onnx(
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
         work = Path(tmp)
         save_checkpoint(work / "model.pt", bundle)
-        say(f"exporting {SUBSAMPLING_FILE}")
-        _export_subsampling(Subsampling(encoder).eval(), work / SUBSAMPLING_FILE)
+        if chunkformer:
+            say(f"exporting {SUBSAMPLING_FILE}")
+            _export_subsampling(Subsampling(encoder).eval(), work / SUBSAMPLING_FILE)
         exported = []
         for context in contexts:
             encoder.check_context(context)
-            g = chunks_per_step if chunks_per_step is not None else default_chunks_per_step(context)
-            step = ChunkFormerStep(encoder, context, g).eval()
-            geo = step.geometry
+            g = 1 if not chunkformer else chunks_per_step if chunks_per_step is not None else default_chunks_per_step(context)
+            step = (ChunkFormerStep(encoder, context, g) if chunkformer else EmformerStep(encoder, context)).eval()
+            layout = step.layout
             step_file = f"encoder_step_{context_name(context)}_g{g}.onnx"
             say(f"exporting {step_file}")
-            _export_step(step, work / step_file)
+            _export_step(step, work / step_file, encoder.cfg.input_dim)
             whole_file = None
-            if context.right > 0:
+            if chunkformer and context.right > 0:
                 whole_file = f"encoder_whole_{context_name(context)}.onnx"
                 say(f"exporting {whole_file}")
                 _export_whole(WholeUtterance(encoder, context).eval(), work / whole_file)
             exported.append(ExportedContext(
                 chunk=context.chunk, left=context.left, right=context.right, chunks_per_step=g,
-                step=step_file, whole=whole_file, step_frames=geo.step_frames, feature_frames=geo.feature_frames,
-                feature_hop=geo.feature_hop, delay=geo.delay,
-                states={name: list(shape) for name, shape in geo.state_shapes(1).items()},
+                step=step_file, whole=whole_file, step_frames=layout.step_frames,
+                feature_frames=layout.feature_frames, feature_hop=layout.feature_hop, delay=layout.delay,
+                states={name: list(shape) for name, shape in layout.states.items()},
             ))
         info = ExportInfo(
             version=EXPORT_VERSION, encoder_type=encoder.cfg.TYPE, input_dim=encoder.cfg.input_dim,
-            output_dim=encoder.output_size(), subsampling_graph=SUBSAMPLING_FILE, subsampling=encoder.subsampling,
-            receptive_field=encoder.receptive_field, not_ended=NOT_ENDED, int8=int8, contexts=exported,
+            output_dim=encoder.output_size(), subsampling_graph=SUBSAMPLING_FILE if chunkformer else None,
+            subsampling=encoder.subsampling, receptive_field=encoder.receptive_field, causal=encoder.causal,
+            not_ended=NOT_ENDED, int8=int8, contexts=exported,
         )
-        _add_metadata(work / SUBSAMPLING_FILE, info, None)
+        if chunkformer:
+            _add_metadata(work / SUBSAMPLING_FILE, info, None)
         for item in exported:
             for name in (item.step, item.whole):
                 if name is None:
@@ -258,23 +266,25 @@ def _export_whole(whole: WholeUtterance, path: Path) -> None:
     _check(path, whole, (torch.randn(2, 5 * c + 2, d), torch.tensor([5 * c + 2, 2 * c + 1])))
 
 
-def _export_step(step: ChunkFormerStep, path: Path) -> None:
-    geo = step.geometry
-    feats = torch.randn(2, geo.feature_frames, geo.input_dim)
+def _export_step(step: ChunkFormerStep | EmformerStep, path: Path, input_dim: int) -> None:
+    """A step module (``layout``, ``init_state``; see ``encoders.base.StepLayout``) as a graph with
+    named states, checked against torch on a later step with a state that is not zero."""
+    layout = step.layout
+    names = list(layout.states)
+    feats = torch.randn(2, layout.feature_frames, input_dim)
     state = step.init_state(2)
     end = torch.tensor([NOT_ENDED, NOT_ENDED])
-    names = ["feats", "end", "position", *STATE_NAMES]
-    outputs = ["enc", "next_position", *(f"next_{n}" for n in STATE_NAMES)]
+    inputs = ["feats", "end", "position", *names]
+    outputs = ["enc", "next_position", *(f"next_{n}" for n in names)]
     axes: dict[str, dict[int, str]] = {"feats": {0: "B"}, "end": {0: "B"}, "position": {0: "B"},
                                        "enc": {0: "B"}, "next_position": {0: "B"}}
-    for n in STATE_NAMES:
+    for n in names:
         axes[n] = axes[f"next_{n}"] = {1: "B"}
-    _trace(step, (feats, end, *state), path, names, outputs, axes)
-    # a later step, with a state that is not zero and one stream ending, checked against torch
+    _trace(step, (feats, end, *state), path, inputs, outputs, axes)
     with torch.no_grad():
         _, *state = step(feats, end, *state)
-    end = torch.tensor([NOT_ENDED, geo.step_frames + 1])
-    _check(path, step, (torch.randn(2, geo.feature_frames, geo.input_dim), end, *state))
+    end = torch.tensor([NOT_ENDED, 2 * layout.step_frames + 1])  # one stream ends in the window
+    _check(path, step, (torch.randn(2, layout.feature_frames, input_dim), end, *state))
 
 
 def _trace(module: nn.Module, args: tuple[Any, ...], path: Path, inputs: list[str], outputs: list[str],

@@ -1,16 +1,17 @@
-"""A ChunkFormer encoder run by onnxruntime from an export folder (``export/onnx.py``).
+"""An exported encoder (ChunkFormer, Emformer) run by onnxruntime from an export folder
+(``export/onnx.py``).
 
-:class:`ChunkFormerOnnx` keeps the StreamingEncoder contract (``encoders/base.py``), so the model,
+:class:`OnnxEncoder` keeps the StreamingEncoder contract (``encoders/base.py``), so the model,
 the long-form decoder, the Recognizer and the server use it as they use the torch encoder; CMVN
 and the heads stay in torch. The buffering of arbitrary pieces happens here, in Python; the graphs
 only ever see their fixed windows:
 
-- a context with a right context buffers each stream's features and, at its end, runs the
-  whole-utterance graph on it in one call (exact, and the fastest for files that fit in memory);
+- a ChunkFormer context with a right context buffers each stream's features and, at its end,
+  runs the front end (in pieces) and the whole-utterance graph on it in one call (exact, and the fastest for files that fit in memory);
   a stream that grows past ``WHOLE_LIMIT_FRAMES`` switches to the step graph, which computes every
   frame once with bounded memory but trails its input by the step's ``delay``;
-- a chunk-causal context (right 0) runs the step graph as soon as a window is in: it has no delay,
-  so partial results come as with the torch encoder.
+- a chunk-causal ChunkFormer context (right 0), and every Emformer context, run the step graph as
+  soon as a window is in: it has no delay, so partial results come as with the torch encoder.
 
 Shape legend: B streams, T feature frames, F feature bins, T' encoder frames, D model dim.
 """
@@ -19,14 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from echostream.encoders.base import BATCH_DIM_1, ChunkContext, EncoderState
-from echostream.export.onnx import STATE_NAMES, ExportedContext, ExportError, ExportInfo, int8_name
+from echostream.export.onnx import ExportedContext, ExportError, ExportInfo, int8_name
 from echostream.extras import require
 
 SUBSAMPLING_PIECE = 256
@@ -37,8 +38,8 @@ WHOLE_LIMIT_FRAMES = 60_000
 
 
 @dataclass(frozen=True)
-class ChunkFormerOnnxState(EncoderState):
-    """Streams of :class:`ChunkFormerOnnx` (batched on dimension 0 unless marked)."""
+class OnnxEncoderState(EncoderState):
+    """Streams of :class:`OnnxEncoder` (batched on dimension 0 unless marked)."""
 
     context: ChunkContext
     feats: Tensor  # (B, T, F) normalised features not yet consumed (padded past feats_lens)
@@ -47,10 +48,7 @@ class ChunkFormerOnnxState(EncoderState):
     emitted: Tensor  # (B,) encoder frames returned so far
     stepping: Tensor  # (B,) bool: the stream runs the step graph
     position: Tensor  # (B,) the step graph's position (encoder frames)
-    kv: Tensor = field(metadata=BATCH_DIM_1)  # step states (export.json lists their shapes)
-    macaron: Tensor = field(metadata=BATCH_DIM_1)
-    attn: Tensor = field(metadata=BATCH_DIM_1)
-    gated: Tensor = field(metadata=BATCH_DIM_1)
+    layers: tuple[Tensor, ...] = field(metadata=BATCH_DIM_1)  # the step's states, as export.json lists them
 
 
 @dataclass
@@ -60,13 +58,11 @@ class _Graphs:
     whole: Any | None
 
 
-class ChunkFormerOnnx(nn.Module):
+class OnnxEncoder(nn.Module):
     """The exported encoder of ``folder`` (see the module docstring). ``precision`` ``int8``
     runs the int8 graphs, which the export must have written (``echostream export --int8``);
     ``threads``: onnxruntime's threads (default: torch's); ``whole_limit_frames``: the longest
     stream run by the whole-utterance graph."""
-
-    causal: ClassVar[bool] = False
 
     def __init__(
         self, folder: Path, info: ExportInfo, precision: str = "fp32", threads: int | None = None,
@@ -82,6 +78,7 @@ class ChunkFormerOnnx(nn.Module):
         self.whole_limit_frames = whole_limit_frames
         self.subsampling = info.subsampling
         self.receptive_field = info.receptive_field
+        self.causal = info.causal
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads if threads is not None else torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -94,7 +91,7 @@ class ChunkFormerOnnx(nn.Module):
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ExportError(f"{folder / name}: onnxruntime cannot load it ({first})") from None
 
-        self.subsampling_graph = session(info.subsampling_graph, quantized=False)
+        self.subsampling_graph = session(info.subsampling_graph, quantized=False) if info.subsampling_graph else None
         self.graphs = {
             item.context: _Graphs(item, session(item.step), session(item.whole) if item.whole else None)
             for item in info.contexts
@@ -142,6 +139,7 @@ class ChunkFormerOnnx(nn.Module):
         """(B, T, F) features -> (B, T', D) frames, ``SUBSAMPLING_PIECE`` frames per call (the
         same frames as one call: pieces overlap by ``receptive_field - subsampling`` features)."""
         rate, field_ = self.subsampling, self.receptive_field
+        assert self.subsampling_graph is not None
         if x.shape[1] < field_:
             x = np.pad(x, ((0, 0), (0, field_ - x.shape[1]), (0, 0)))
         total = (x.shape[1] - field_) // rate + 1
@@ -153,19 +151,19 @@ class ChunkFormerOnnx(nn.Module):
 
     # -- streams -----------------------------------------------------------------------------
 
-    def init_state(self, batch: int, context: ChunkContext, device: torch.device | str = "cpu") -> ChunkFormerOnnxState:
+    def init_state(self, batch: int, context: ChunkContext, device: torch.device | str = "cpu") -> OnnxEncoderState:
         self.check_context(context)
         item = self.graphs[context].item
-        zeros = {n: torch.zeros(item.states[n][0], batch, *item.states[n][2:]) for n in STATE_NAMES}
+        zeros = tuple(torch.zeros(shape[0], batch, *shape[2:]) for shape in item.states.values())
         count = torch.zeros(batch, dtype=torch.long)
-        return ChunkFormerOnnxState(
+        return OnnxEncoderState(
             context=context, feats=torch.zeros(batch, 0, self.info.input_dim), feats_lens=count, seen=count,
-            emitted=count, stepping=torch.zeros(batch, dtype=torch.bool), position=count, **zeros,
+            emitted=count, stepping=torch.zeros(batch, dtype=torch.bool), position=count, layers=zeros,
         )
 
     def forward_chunk(
-        self, x: Tensor, x_lens: Tensor, state: ChunkFormerOnnxState, final: Tensor
-    ) -> tuple[Tensor, Tensor, ChunkFormerOnnxState]:
+        self, x: Tensor, x_lens: Tensor, state: OnnxEncoderState, final: Tensor
+    ) -> tuple[Tensor, Tensor, OnnxEncoderState]:
         """More normalised features of each stream (see ``StreamingEncoder.forward_chunk``)."""
         graphs = self.graphs[state.context]
         item = graphs.item
@@ -175,7 +173,8 @@ class ChunkFormerOnnx(nn.Module):
                 for b in range(batch)]
         stepping = state.stepping | (seen > self.whole_limit_frames) | (graphs.whole is None)
         ends = self.output_lengths(seen)
-        layers = {n: getattr(state, n).numpy().copy() for n in STATE_NAMES}
+        names = list(item.states)
+        layers = {n: t.numpy().copy() for n, t in zip(names, state.layers, strict=True)}
         position = state.position.numpy().copy()
         outputs: list[list[np.ndarray]] = [[] for _ in range(batch)]
         emitted = state.emitted.clone()
@@ -187,11 +186,11 @@ class ChunkFormerOnnx(nn.Module):
                 "feats": np.stack([windows[b][k] for b in rows]),
                 "end": np.array([ends[b] if final[b] else self.info.not_ended for b in rows], dtype=np.int64),
                 "position": position[rows],
-                **{n: layers[n][:, rows] for n in STATE_NAMES},
+                **{n: layers[n][:, rows] for n in names},
             }
             enc, next_position, *next_layers = graphs.step.run(None, feeds)
             position[rows] = next_position
-            for n, value in zip(STATE_NAMES, next_layers, strict=True):
+            for n, value in zip(names, next_layers, strict=True):
                 layers[n][:, rows] = value
             for i, b in enumerate(rows):
                 first = int(next_position[i]) - item.step_frames - item.delay  # frame of enc[i, 0]
@@ -213,12 +212,12 @@ class ChunkFormerOnnx(nn.Module):
         y_parts = [torch.from_numpy(np.concatenate(o)) if o else torch.zeros(0, self.info.output_dim) for o in outputs]
         y = torch.nn.utils.rnn.pad_sequence(y_parts, batch_first=True) if batch else torch.zeros(0, 0, self.info.output_dim)
         y_lens = torch.tensor([len(p) for p in y_parts], dtype=torch.long)
-        new_state = ChunkFormerOnnxState(
+        new_state = OnnxEncoderState(
             context=state.context,
             feats=torch.nn.utils.rnn.pad_sequence(rest, batch_first=True) if batch else state.feats,
             feats_lens=torch.tensor([len(r) for r in rest], dtype=torch.long), seen=seen, emitted=emitted,
             stepping=stepping, position=torch.from_numpy(position),
-            **{n: torch.from_numpy(layers[n]) for n in STATE_NAMES},
+            layers=tuple(torch.from_numpy(layers[n]) for n in names),
         )
         return y.to(x.device), y_lens.to(x.device), new_state
 
