@@ -310,19 +310,67 @@ def test_emformer_export_refuses_several_segments_per_step(emformer: tuple[echos
     assert "chunks per step must be 1" in message
 
 
-def test_zipformer_export_is_refused_by_name(tmp_path: Path) -> None:
+# ------------------------------------------------------------------------------------ Zipformer
+
+ZIPFORMER_CONTEXTS = [ChunkContext(chunk=8, left=32, right=0), ChunkContext(chunk=4, left=16, right=0)]
+
+
+@pytest.fixture(scope="module")
+def zipformer(tmp_path_factory: pytest.TempPathFactory) -> tuple[echostream.Model, Path]:
+    """A random tiny Zipformer model and its export (int8 too)."""
+    from conftest import TINY_VOCAB
     from echostream.encoders.zipformer import ZipformerConfig
     from echostream.frontend import FbankConfig
     from echostream.models.asr import ASRModelConfig
     from echostream.models.build import build_model
     from echostream.text.vocab import Vocabulary
 
-    encoder = ZipformerConfig(input_dim=80, downsampling_factors=(1, 2, 4, 2), encoder_dims=(16, 24, 32, 24),
+    torch.manual_seed(9)
+    encoder = ZipformerConfig(input_dim=20, downsampling_factors=(1, 2, 4, 2), encoder_dims=(16, 24, 32, 24),
                               num_layers=(1, 1, 1, 1), attention_heads=(2, 2, 2, 2), feedforward_dims=(32, 48, 64, 48),
-                              cnn_module_kernels=(7, 5, 3, 5), query_head_dim=8, value_head_dim=4)
-    tokens = ("<blank>", "a", "b")
-    bundle = ModelBundle(model=build_model(ASRModelConfig(encoder=encoder, vocab_size=3)).eval(),
-                         vocab=Vocabulary(tokens), fbank=FbankConfig())
-    message = _one_line(lambda: export_onnx(bundle, tmp_path / "z", [ChunkContext(chunk=8, left=32, right=0)]),
-                        ExportError)
-    assert "ZipformerEncoder" in message and not (tmp_path / "z").exists()
+                              cnn_module_kernels=(7, 5, 3, 5), query_head_dim=8, value_head_dim=4, dropout_rate=0.0)
+    model = build_model(ASRModelConfig(encoder=encoder, vocab_size=len(TINY_VOCAB))).eval()
+    with torch.no_grad():
+        model.cmvn.mean.uniform_(-1.0, 1.0)
+        model.ctc.ctc_lo.bias[0] = -1.0
+    bundle = ModelBundle(model=model, vocab=Vocabulary(TINY_VOCAB), fbank=FbankConfig(num_mel_bins=20))
+    folder = export_onnx(bundle, tmp_path_factory.mktemp("onnx_zipformer") / "export", ZIPFORMER_CONTEXTS, int8=True)
+    return echostream.Model(bundle), folder
+
+
+@pytest.mark.parametrize("block", [30.0, 0.37])
+@pytest.mark.parametrize("context", ZIPFORMER_CONTEXTS, ids=["c8", "c4"])
+def test_zipformer_onnx_log_probs_equal_torch(
+    zipformer: tuple[echostream.Model, Path], context: ChunkContext, block: float, record_property: Callable[..., None],
+) -> None:
+    torch_model, folder = zipformer
+    onnx_model = echostream.load_model(folder, runtime="onnx")
+    for seconds in (7.03, 7.01, 0.13):  # last chunks cut short at odd and even 50 Hz frames; under one chunk
+        want = _log_probs(torch_model, _noise(seconds), context, block)
+        got = _log_probs(onnx_model, _noise(seconds), context, block)
+        assert got.shape == want.shape
+        diff = float(np.abs(got - want).max()) if got.size else 0.0
+        record_property("max_abs_diff", diff)
+        assert diff <= TOLERANCE
+    assert onnx_model.bundle.model.encoder.causal  # the default right context is then 0
+
+
+def test_zipformer_onnx_streams_like_torch(zipformer: tuple[echostream.Model, Path]) -> None:
+    torch_model, folder = zipformer
+    onnx_model = echostream.load_model(folder, runtime="onnx")
+    audio = _noise(5.0, seed=5)
+    results = []
+    for model in (torch_model, onnx_model):
+        rec = echostream.Recognizer(model, chunk_size=8, left_context=32, right_context=0, keep_log_probs=True)
+        stream = rec.create_stream()
+        for i in range(0, len(audio), 1600):
+            stream.accept_waveform(16000, audio[i : i + 1600])
+            while rec.is_ready(stream):
+                rec.decode_streams([stream])
+        stream.input_finished()
+        while rec.is_ready(stream):
+            rec.decode_streams([stream])
+        results.append((stream.result.text, np.concatenate(stream.log_probs)))
+    (text_t, lp_t), (text_o, lp_o) = results
+    assert text_o == text_t
+    assert lp_o.shape == lp_t.shape and np.abs(lp_o - lp_t).max() <= TOLERANCE

@@ -48,7 +48,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from echostream.encoders.base import BATCH_DIM_1, ChunkContext, EncoderConfig, EncoderState
+from echostream.encoders.base import (
+    BATCH_DIM_1,
+    ChunkContext,
+    EncoderConfig,
+    EncoderState,
+    StepLayout,
+)
 from echostream.masks import chunk_attn_mask, lengths_to_valid_mask
 from echostream.nn.activation import swoosh_l, swoosh_r
 from echostream.nn.normalization import BiasNorm
@@ -166,6 +172,11 @@ def chunk_windows(cache: Tensor, rows: Tensor, chunk: int) -> Tensor:
     """Each chunk's [left context, chunk] rows: (B, l, E) cached rows and (B, n * c, E) rows of
     this call -> (B, n, l + c, E)."""
     timeline = torch.cat([cache, rows], dim=1)  # (B, l + n c, E)
+    if torch.onnx.is_in_onnx_export():  # the exporter cannot follow unfold: gather the same rows
+        width = cache.shape[1] + chunk
+        index = (torch.arange(rows.shape[1] // chunk, device=rows.device) * chunk).unsqueeze(1) + torch.arange(
+            width, device=rows.device)
+        return timeline[:, index]  # (B, n, l + c, E)
     return timeline.unfold(1, cache.shape[1] + chunk, chunk).transpose(-1, -2)  # (B, n, l + c, E)
 
 
@@ -566,6 +577,41 @@ class ZipformerEncoder(nn.Module):
             conv_caches=conv,
         )
         return y, out_lens, new_state
+
+
+class ZipformerStep(nn.Module):
+    """:meth:`ZipformerEncoder.encode_chunks` on one chunk, in the layout every exported step
+    shares (``StepLayout``): ``forward(feats, end, position, attn_0.., conv_0..) -> (y, position + C,
+    attn_0.., conv_0..)``, with ``end`` the stream's *feature* frames once known (its 50 Hz frames
+    past the end are masked, as ``forward_chunk`` does for a stream's last chunk), no delay."""
+
+    def __init__(self, encoder: ZipformerEncoder, context: ChunkContext) -> None:
+        super().__init__()
+        encoder.check_context(context)
+        self.encoder = encoder
+        self.context = context
+
+    @property
+    def layout(self) -> StepLayout:
+        zero = self.encoder.init_state(1, self.context)
+        states = {f"attn_{i}": tuple(t.shape) for i, t in enumerate(zero.attn_caches)}
+        states.update({f"conv_{i}": tuple(t.shape) for i, t in enumerate(zero.conv_caches)})
+        c = self.context.chunk
+        return StepLayout(feature_frames=4 * c + 7, feature_hop=4 * c, step_frames=c, delay=0, states=states)
+
+    def init_state(self, batch: int, device: torch.device | str = "cpu") -> tuple[Tensor, ...]:
+        """``(position, attn_0.., conv_0..)`` of ``batch`` streams that have seen nothing."""
+        zero = self.encoder.init_state(batch, self.context, device)
+        return torch.zeros(batch, dtype=torch.long, device=device), *zero.attn_caches, *zero.conv_caches
+
+    def forward(self, feats: Tensor, end: Tensor, position: Tensor, *caches: Tensor) -> tuple[Tensor, ...]:
+        enc, stacks = self.encoder, len(self.encoder.stacks)
+        frames = enc.embed(feats)  # (B, 2C, D0)
+        done = 2 * position  # 50 Hz frames before this chunk
+        end_50hz = (end - 7).clamp(min=0) // 2  # (B,) the stream's 50 Hz frames (huge until known)
+        valid = (done.unsqueeze(1) + torch.arange(frames.shape[1], device=feats.device)) < end_50hz.unsqueeze(1)
+        y, attn, conv = enc.encode_chunks(frames, valid, done, self.context, caches[:stacks], caches[stacks:])
+        return y, position + self.context.chunk, *attn, *conv
 
 
 def _pad_stack(rows: list[Tensor], dim: int, like: Tensor) -> Tensor:

@@ -14,8 +14,9 @@
       *.int8.onnx                       the same with int8 linear layers (``int8=True``)
       export.json                       what a runtime needs (also each file's metadata_props)
 
-The step graph (see ``encoders/chunkformer_graph.py``) takes ``feats`` (B, 8 S + 7, F) normalised
-features, ``end`` (B,) int64 the stream's encoder frames once known (else ``not_ended``),
+The step graph (``encoders/chunkformer_graph.py``; ``EmformerStep``, ``ZipformerStep``) takes
+``feats`` (B, feature_frames, F) normalised features (8 S + 7 for ChunkFormer), ``end`` (B,) int64
+the stream's *feature* frames once known (else ``not_ended``),
 ``position`` (B,) int64 and the float state tensors ``kv``, ``macaron``, ``attn``, ``gated``, whose
 zero shapes ``export.json`` lists with a batch of 1 (dimension 1 is the batch); it returns
 ``enc`` (B, S, D), frames ``position - delay .. + S``, and ``next_<name>`` for each state, in the
@@ -61,6 +62,7 @@ from echostream.encoders.chunkformer_graph import (
     WholeUtterance,
 )
 from echostream.encoders.emformer import EmformerEncoder, EmformerStep
+from echostream.encoders.zipformer import ZipformerEncoder, ZipformerStep
 from echostream.extras import require
 from echostream.models.checkpoint import ModelBundle, save_checkpoint
 from echostream.models.precision import is_quantized
@@ -152,11 +154,11 @@ def export_onnx(
     require("onnx", "ONNX export")
     encoder = bundle.model.encoder
     chunkformer = isinstance(encoder, ChunkFormerEncoder)
-    if not chunkformer and not isinstance(encoder, EmformerEncoder):
-        raise ExportError(f"ONNX export covers ChunkFormer and Emformer encoders; this model's is "
+    if not isinstance(encoder, (ChunkFormerEncoder, EmformerEncoder, ZipformerEncoder)):
+        raise ExportError(f"ONNX export covers ChunkFormer, Emformer and Zipformer encoders; this model's is "
                           f"{type(encoder).__name__}")
     if not chunkformer and chunks_per_step not in (None, 1):
-        raise ExportError(f"an Emformer step is one segment: chunks per step must be 1, got {chunks_per_step}")
+        raise ExportError(f"an Emformer or Zipformer step is one chunk: chunks per step must be 1, got {chunks_per_step}")
     if is_quantized(bundle.model):
         raise ExportError("export the fp32 model: int8 graphs are made from it with int8=True")
     if not contexts:
@@ -174,20 +176,20 @@ def export_onnx(
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
         work = Path(tmp)
         save_checkpoint(work / "model.pt", bundle)
-        if chunkformer:
+        if isinstance(encoder, ChunkFormerEncoder):
             say(f"exporting {SUBSAMPLING_FILE}")
             _export_subsampling(Subsampling(encoder).eval(), work / SUBSAMPLING_FILE)
         exported = []
         for context in contexts:
             encoder.check_context(context)
             g = 1 if not chunkformer else chunks_per_step if chunks_per_step is not None else default_chunks_per_step(context)
-            step = (ChunkFormerStep(encoder, context, g) if chunkformer else EmformerStep(encoder, context)).eval()
+            step = _step_module(encoder, context, g).eval()
             layout = step.layout
             step_file = f"encoder_step_{context_name(context)}_g{g}.onnx"
             say(f"exporting {step_file}")
             _export_step(step, work / step_file, encoder.cfg.input_dim)
             whole_file = None
-            if chunkformer and context.right > 0:
+            if isinstance(encoder, ChunkFormerEncoder) and context.right > 0:
                 whole_file = f"encoder_whole_{context_name(context)}.onnx"
                 say(f"exporting {whole_file}")
                 _export_whole(WholeUtterance(encoder, context).eval(), work / whole_file)
@@ -266,7 +268,33 @@ def _export_whole(whole: WholeUtterance, path: Path) -> None:
     _check(path, whole, (torch.randn(2, 5 * c + 2, d), torch.tensor([5 * c + 2, 2 * c + 1])))
 
 
-def _export_step(step: ChunkFormerStep | EmformerStep, path: Path, input_dim: int) -> None:
+class _FeatureEnd(nn.Module):
+    """A step whose ``end`` is in encoder frames, taking it in feature frames as every exported
+    step does (``end`` is then the frames seen when a stream finishes, which the runtime knows;
+    the Zipformer needs its 50 Hz frame count, which encoder frames do not give)."""
+
+    def __init__(self, step: ChunkFormerStep | EmformerStep) -> None:
+        super().__init__()
+        self.step = step
+        self.layout = step.layout
+
+    def init_state(self, batch: int) -> tuple[torch.Tensor, ...]:
+        return self.step.init_state(batch)
+
+    def forward(self, feats: torch.Tensor, end: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.step(feats, self.step.encoder.output_lengths(end), *state)  # type: ignore[no-any-return]
+
+
+def _step_module(encoder: nn.Module, context: ChunkContext, chunks_per_step: int) -> _FeatureEnd | ZipformerStep:
+    if isinstance(encoder, ChunkFormerEncoder):
+        return _FeatureEnd(ChunkFormerStep(encoder, context, chunks_per_step))
+    if isinstance(encoder, EmformerEncoder):
+        return _FeatureEnd(EmformerStep(encoder, context))
+    assert isinstance(encoder, ZipformerEncoder)
+    return ZipformerStep(encoder, context)
+
+
+def _export_step(step: _FeatureEnd | ZipformerStep, path: Path, input_dim: int) -> None:
     """A step module (``layout``, ``init_state``; see ``encoders.base.StepLayout``) as a graph with
     named states, checked against torch on a later step with a state that is not zero."""
     layout = step.layout
@@ -283,7 +311,8 @@ def _export_step(step: ChunkFormerStep | EmformerStep, path: Path, input_dim: in
     _trace(step, (feats, end, *state), path, inputs, outputs, axes)
     with torch.no_grad():
         _, *state = step(feats, end, *state)
-    end = torch.tensor([NOT_ENDED, 2 * layout.step_frames + 1])  # one stream ends in the window
+    ends = 2 * layout.feature_hop + layout.feature_frames // 2  # one stream ends within the window
+    end = torch.tensor([NOT_ENDED, ends])
     _check(path, step, (torch.randn(2, layout.feature_frames, input_dim), end, *state))
 
 

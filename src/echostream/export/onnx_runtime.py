@@ -184,7 +184,7 @@ class OnnxEncoder(nn.Module):
             rows = [b for b in range(batch) if k < len(windows[b])]
             feeds = {
                 "feats": np.stack([windows[b][k] for b in rows]),
-                "end": np.array([ends[b] if final[b] else self.info.not_ended for b in rows], dtype=np.int64),
+                "end": np.array([seen[b] if final[b] else self.info.not_ended for b in rows], dtype=np.int64),
                 "position": position[rows],
                 **{n: layers[n][:, rows] for n in names},
             }
