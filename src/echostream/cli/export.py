@@ -10,7 +10,7 @@ from echostream.extras import require
 
 
 def add_export_parser(sub: argparse._SubParsersAction) -> None:
-    p = parser_of(sub, "export", help="export a model to ONNX (offline graph and streaming step per context)")
+    p = parser_of(sub, "export", help="export a model to ONNX (a streaming step per context; for ChunkFormer also its offline graph)")
     add_model_argument(p)
     p.add_argument("--format", default="onnx", choices=("onnx",), help="what to export to")
     p.add_argument("--out", required=True, metavar="DIR", help="the export folder to write (new or empty)")
