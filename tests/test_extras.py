@@ -62,6 +62,7 @@ def test_the_core_transcribes_and_streams_without_any_extra() -> None:
     (["eval", "--manifest", "any.jsonl"], "train"),
     (["train", "--config", "any.yaml", "--out", "exp"], "train"),
     (["tokenizer", "train", "--manifest", "any.jsonl", "--kind", "bpe", "--out", "tok"], "train"),
+    (["export", "--out", "exported"], "onnx"),
 ])  # fmt: skip
 def test_a_verb_that_needs_a_missing_extra_names_it(argv: list[str], extra: str) -> None:
     done = _cli(*argv)
@@ -76,3 +77,10 @@ def test_a_hub_model_without_the_hub_extra_names_it() -> None:
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()
     assert "some-org/some-model: not a local file or folder" in line and "pip install 'echostream[hub]'" in line
+
+
+def test_the_onnx_runtime_without_the_onnx_extra_names_it(tmp_path: Path) -> None:
+    done = _cli("transcribe", "--runtime", "onnx", "--model", str(tmp_path), "samples/booking_16k.wav")
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "runtime onnx needs the 'onnx' extra: pip install 'echostream[onnx]'" in line

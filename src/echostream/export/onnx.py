@@ -1,4 +1,6 @@
-"""Export a ChunkFormer model to ONNX: a folder that onnxruntime runs behind the same API.
+"""Export a model to ONNX: a folder that onnxruntime runs behind the same API (every encoder:
+ChunkFormer, Emformer, Zipformer; the layout below is a ChunkFormer's, whose whole-utterance and
+front-end graphs the others do not have).
 
 ``export_onnx(bundle, folder)`` writes::
 
