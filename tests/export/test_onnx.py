@@ -60,6 +60,20 @@ def _log_probs(model: echostream.Model, audio: np.ndarray, context: ChunkContext
                                sample_rate=16000, block_seconds=block)
 
 
+def _stream(model: echostream.Model, audio: np.ndarray, rate: int, **settings: int) -> tuple[str, np.ndarray]:
+    """Text and log-probabilities of ``audio`` streamed through a Recognizer in 100 ms pieces."""
+    rec = echostream.Recognizer(model, keep_log_probs=True, **settings)
+    stream = rec.create_stream()
+    for i in range(0, len(audio), rate // 10):
+        stream.accept_waveform(rate, audio[i : i + rate // 10])
+        while rec.is_ready(stream):
+            rec.decode_streams([stream])
+    stream.input_finished()
+    while rec.is_ready(stream):
+        rec.decode_streams([stream])
+    return stream.result.text, np.concatenate(stream.log_probs)
+
+
 @pytest.mark.parametrize("whole_limit", [60_000, 100], ids=["whole", "steps"])
 @pytest.mark.parametrize("block", [30.0, 0.37])
 @pytest.mark.parametrize("context", TINY_CONTEXTS, ids=["right_4", "right_0"])
@@ -130,18 +144,7 @@ def test_default_model_onnx_gives_the_same_text(exported_default: Path, default_
 def test_default_model_onnx_streams_like_torch(exported_default: Path, default_model: echostream.Model) -> None:
     onnx_model = echostream.load_model(exported_default, runtime="onnx")
     audio, rate = sf.read(SAMPLES[0], dtype="float32")
-    results = []
-    for model in (default_model, onnx_model):
-        rec = echostream.Recognizer(model, keep_log_probs=True)
-        stream = rec.create_stream()
-        for i in range(0, len(audio), rate // 10):  # 100 ms pieces
-            stream.accept_waveform(rate, audio[i : i + rate // 10])
-            while rec.is_ready(stream):
-                rec.decode_streams([stream])
-        stream.input_finished()
-        while rec.is_ready(stream):
-            rec.decode_streams([stream])
-        results.append((stream.result.text, np.concatenate(stream.log_probs)))
+    results = [_stream(model, audio, rate) for model in (default_model, onnx_model)]
     (text_t, lp_t), (text_o, lp_o) = results
     assert text_o == text_t and text_o
     assert lp_o.shape == lp_t.shape and np.abs(lp_o - lp_t).max() <= TOLERANCE
@@ -283,18 +286,8 @@ def test_emformer_onnx_streams_like_torch(emformer: tuple[echostream.Model, Path
     torch_model, folder = emformer
     onnx_model = echostream.load_model(folder, runtime="onnx")
     audio = _noise(5.0, seed=2)
-    results = []
-    for model in (torch_model, onnx_model):
-        rec = echostream.Recognizer(model, chunk_size=4, left_context=8, right_context=2, keep_log_probs=True)
-        stream = rec.create_stream()
-        for i in range(0, len(audio), 1600):  # 100 ms pieces
-            stream.accept_waveform(16000, audio[i : i + 1600])
-            while rec.is_ready(stream):
-                rec.decode_streams([stream])
-        stream.input_finished()
-        while rec.is_ready(stream):
-            rec.decode_streams([stream])
-        results.append((stream.result.text, np.concatenate(stream.log_probs)))
+    results = [_stream(model, audio, 16000, chunk_size=4, left_context=8, right_context=2)
+               for model in (torch_model, onnx_model)]
     (text_t, lp_t), (text_o, lp_o) = results
     assert text_o == text_t
     assert lp_o.shape == lp_t.shape and np.abs(lp_o - lp_t).max() <= TOLERANCE
@@ -359,18 +352,8 @@ def test_zipformer_onnx_streams_like_torch(zipformer: tuple[echostream.Model, Pa
     torch_model, folder = zipformer
     onnx_model = echostream.load_model(folder, runtime="onnx")
     audio = _noise(5.0, seed=5)
-    results = []
-    for model in (torch_model, onnx_model):
-        rec = echostream.Recognizer(model, chunk_size=8, left_context=32, right_context=0, keep_log_probs=True)
-        stream = rec.create_stream()
-        for i in range(0, len(audio), 1600):
-            stream.accept_waveform(16000, audio[i : i + 1600])
-            while rec.is_ready(stream):
-                rec.decode_streams([stream])
-        stream.input_finished()
-        while rec.is_ready(stream):
-            rec.decode_streams([stream])
-        results.append((stream.result.text, np.concatenate(stream.log_probs)))
+    results = [_stream(model, audio, 16000, chunk_size=8, left_context=32, right_context=0)
+               for model in (torch_model, onnx_model)]
     (text_t, lp_t), (text_o, lp_o) = results
     assert text_o == text_t
     assert lp_o.shape == lp_t.shape and np.abs(lp_o - lp_t).max() <= TOLERANCE
