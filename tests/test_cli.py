@@ -546,9 +546,12 @@ def test_each_output_is_written_as_soon_as_its_file_is_done(tmp_path: Path) -> N
         pytest.skip("the echostream console script is not installed on PATH or next to python")
     out_dir = tmp_path / "out"
     inputs = [str(_audio("long.wav"))] * 40  # about 20 s of work: the interrupt comes well before the end
+    # a test runner started in the background by a shell ignores SIGINT, and its children inherit
+    # that: the command is started with SIGINT's default restored
+    restore = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
     process = subprocess.Popen(
-        [exe, "transcribe", "--model", str(MODEL_DIR), "--output-dir", str(out_dir), "--threads", "1",
-         "--batch-seconds", "2", "--block-seconds", "2", *inputs],
+        [sys.executable, "-c", restore, exe, "transcribe", "--model", str(MODEL_DIR), "--output-dir", str(out_dir),
+         "--threads", "1", "--batch-seconds", "2", "--block-seconds", "2", *inputs],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 120
