@@ -93,6 +93,20 @@ def test_onnx_log_probs_equal_torch(
     assert diff <= TOLERANCE
 
 
+def test_streams_decoded_together_equal_torch(tiny: tuple[echostream.Model, Path, Path]) -> None:
+    """Several files in one batch, whole-utterance calls grouped under a frame budget (and one
+    stream past it on the step graph): each equals torch."""
+    torch_model, _, folder = tiny
+    onnx_model = echostream.load_model(folder, runtime="onnx")
+    onnx_model.bundle.model.encoder.whole_limit_frames = 700  # 3.1 s + 2 s in one call; 7.5 s steps
+    audio = [(_noise(seconds, seed=i), 16000) for i, seconds in enumerate((3.1, 2.0, 7.5, 0.6, 3.0))]
+    settings = {"chunk_size": 4, "left_context": 8, "right_context": 4, "batch_seconds": 60.0, "block_seconds": 30.0}
+    want = torch_model.transcribe(audio, **settings)
+    got = onnx_model.transcribe(audio, **settings)
+    assert [t.text for t in got] == [t.text for t in want]
+    assert any(t.text for t in got)
+
+
 def test_int8_graphs_run_and_stay_close(tiny: tuple[echostream.Model, Path, Path]) -> None:
     _, _, folder = tiny
     fp32 = _log_probs(echostream.load_model(folder, runtime="onnx"), _noise(4.0), TINY_CONTEXTS[0], 30.0)

@@ -201,10 +201,10 @@ class OnnxEncoder(nn.Module):
                     emitted[b] = hi
         consumed = [len(w) * item.feature_hop for w in windows]
         whole = [b for b in range(batch) if final[b] and not stepping[b]]
-        if whole:
-            feats = torch.nn.utils.rnn.pad_sequence([bufs[b] for b in whole], batch_first=True)
-            enc_t, lens = self._whole(graphs, feats, torch.tensor([len(bufs[b]) for b in whole]))
-            for i, b in enumerate(whole):
+        for group in _groups(whole, [len(bufs[b]) for b in whole], self.whole_limit_frames):
+            feats = torch.nn.utils.rnn.pad_sequence([bufs[b] for b in group], batch_first=True)
+            enc_t, lens = self._whole(graphs, feats, torch.tensor([len(bufs[b]) for b in group]))
+            for i, b in enumerate(group):
                 outputs[b].append(enc_t[i, : int(lens[i])].numpy())
                 emitted[b] = lens[i]
                 consumed[b] = len(bufs[b])
@@ -232,3 +232,23 @@ class OnnxEncoder(nn.Module):
         if need > len(data):
             data = np.concatenate([data, np.zeros((need - len(data), data.shape[1]), np.float32)])
         return [data[k * item.feature_hop : k * item.feature_hop + item.feature_frames] for k in range(count)]
+
+
+def _groups(items: list[int], sizes: list[int], budget: int) -> list[list[int]]:
+    """``items`` in order, cut into groups whose padded size (count x longest) stays within
+    ``budget`` (an item larger than it goes alone): whole-utterance calls on several long streams
+    at once would hold all their activations together.
+
+    >>> _groups([0, 1, 2, 3], [10, 10, 30, 5], 40)
+    [[0, 1], [2], [3]]
+    """
+    groups: list[list[int]] = []
+    longest = 0
+    for item, size in zip(items, sizes, strict=True):
+        if groups and max(longest, size) * (len(groups[-1]) + 1) <= budget:
+            groups[-1].append(item)
+            longest = max(longest, size)
+        else:
+            groups.append([item])
+            longest = size
+    return groups
