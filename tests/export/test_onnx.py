@@ -345,6 +345,16 @@ def zipformer(tmp_path_factory: pytest.TempPathFactory) -> tuple[echostream.Mode
     return echostream.Model(bundle), folder
 
 
+def test_zipformer_default_export_is_chunk_causal(zipformer: tuple[echostream.Model, Path], tmp_path: Path) -> None:
+    """The default contexts of a chunk-causal encoder drop the long-form right context, and the
+    default transcription (right context 0 for it) runs on the export."""
+    torch_model, _ = zipformer
+    folder = export_onnx(torch_model.bundle, tmp_path / "defaults")
+    assert [c.context.as_tuple() for c in read_export_info(folder).contexts] == [(64, 128, 0), (8, 32, 0)]
+    audio = (_noise(3.0, seed=8), 16000)
+    assert echostream.load_model(folder, runtime="onnx").transcribe(audio)[0].text == torch_model.transcribe(audio)[0].text
+
+
 @pytest.mark.parametrize("block", [30.0, 0.37])
 @pytest.mark.parametrize("context", ZIPFORMER_CONTEXTS, ids=["c8", "c4"])
 def test_zipformer_onnx_log_probs_equal_torch(

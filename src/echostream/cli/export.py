@@ -16,7 +16,8 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="the export folder to write (new or empty)")
     p.add_argument("--context", action="append", metavar="C/L/R",
                    help="a chunk/left/right context (encoder frames) to export; repeat for more "
-                        "(default: 64/128/128 for long-form and 8/32/0 for streaming)")
+                        "(default: 64/128/128 for long-form, right 0 for a chunk-causal encoder, and "
+                        "8/32/0 for streaming)")
     p.add_argument("--step-chunks", type=int, default=None, metavar="G",
                    help="chunks per streaming step (default: 1 without right context, else 256 frames' worth)")
     p.add_argument("--int8", action="store_true", help="also write int8 graphs (for --precision int8)")
@@ -34,7 +35,7 @@ def parse_context(text: str) -> tuple[int, int, int]:
 
 def run_export(args: argparse.Namespace) -> int:
     require("onnx", "echostream export")
-    from echostream.encoders.base import OFFLINE_CONTEXT, STREAMING_CONTEXT, user_context
+    from echostream.encoders.base import user_context
     from echostream.export.onnx import export_onnx
     from echostream.model import load_model
 
@@ -44,7 +45,7 @@ def run_export(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise CLIError(f"--context: {err}") from None
     else:
-        contexts = [OFFLINE_CONTEXT, STREAMING_CONTEXT]
+        contexts = None  # the long-form and streaming defaults
     model = load_model(args.model)
     folder = export_onnx(model.bundle, args.out, contexts, chunks_per_step=args.step_chunks, int8=args.int8,
                          overwrite=args.overwrite, progress=lambda text: print(text, file=sys.stderr))

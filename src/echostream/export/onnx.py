@@ -55,7 +55,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from echostream.encoders.base import OFFLINE_CONTEXT, STREAMING_CONTEXT, ChunkContext
+from echostream.encoders.base import (
+    OFFLINE_CONTEXT,
+    STREAMING_CONTEXT,
+    ChunkContext,
+    default_right_context,
+)
 from echostream.encoders.chunkformer import ChunkFormerEncoder
 from echostream.encoders.chunkformer_graph import (
     NOT_ENDED,
@@ -140,7 +145,7 @@ def default_chunks_per_step(context: ChunkContext) -> int:
 def export_onnx(
     bundle: ModelBundle,
     folder: str | Path,
-    contexts: Sequence[ChunkContext] = (OFFLINE_CONTEXT, STREAMING_CONTEXT),
+    contexts: Sequence[ChunkContext] | None = None,
     *,
     chunks_per_step: int | None = None,
     int8: bool = False,
@@ -149,6 +154,8 @@ def export_onnx(
 ) -> Path:
     """Write ``bundle`` as an ONNX export folder (see the module docstring) and return its path.
 
+    ``contexts``: default the long-form and streaming defaults (the long-form one without right
+    context for a chunk-causal encoder such as the Zipformer);
     ``chunks_per_step``: chunks per step graph (default: ``default_chunks_per_step``);
     ``int8``: also write int8 graphs (onnxruntime dynamic quantisation of MatMul/Gemm weights).
     The folder is assembled aside and moved into place, so a failed export leaves nothing behind.
@@ -161,6 +168,8 @@ def export_onnx(
                           f"{type(encoder).__name__}")
     if not chunkformer and chunks_per_step not in (None, 1):
         raise ExportError(f"an Emformer or Zipformer step is one chunk: chunks per step must be 1, got {chunks_per_step}")
+    if contexts is None:
+        contexts = [dataclasses.replace(OFFLINE_CONTEXT, right=default_right_context(encoder)), STREAMING_CONTEXT]
     if is_quantized(bundle.model):
         raise ExportError("export the fp32 model: int8 graphs are made from it with int8=True")
     if not contexts:
