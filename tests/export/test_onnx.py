@@ -16,7 +16,7 @@ import torch
 
 import echostream
 from echostream.cli.main import main
-from echostream.encoders.base import ChunkContext
+from echostream.encoders.base import ChunkContext, EncoderConfig
 from echostream.export.onnx import ExportError, export_onnx, read_export_info
 from echostream.models.checkpoint import ModelBundle, save_checkpoint
 
@@ -32,22 +32,30 @@ TINY_CONTEXTS = [ChunkContext(chunk=4, left=8, right=4), ChunkContext(chunk=4, l
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[echostream.Model, Path, Path]:
     """A random tiny model as a checkpoint, and its export (two chunks per step, int8 too)."""
-    from conftest import TINY_VOCAB, tiny_encoder_config
+    from conftest import tiny_encoder_config
+
+    bundle = _bundle(tiny_encoder_config(), seed=3)
+    root = tmp_path_factory.mktemp("onnx_tiny")
+    save_checkpoint(root / "model.pt", bundle)
+    folder = export_onnx(bundle, root / "export", TINY_CONTEXTS, chunks_per_step=2, int8=True)
+    return echostream.load_model(root / "model.pt"), root / "model.pt", folder
+
+
+def _bundle(encoder: EncoderConfig, seed: int) -> ModelBundle:
+    """A random model around ``encoder`` (20 fbank bins), with a non-trivial CMVN and a CTC head
+    that emits often (a non-empty text to compare)."""
+    from conftest import TINY_VOCAB
     from echostream.frontend import FbankConfig
     from echostream.models.asr import ASRModelConfig
     from echostream.models.build import build_model
     from echostream.text.vocab import Vocabulary
 
-    torch.manual_seed(3)
-    model = build_model(ASRModelConfig(encoder=tiny_encoder_config(), vocab_size=len(TINY_VOCAB))).eval()
+    torch.manual_seed(seed)
+    model = build_model(ASRModelConfig(encoder=encoder, vocab_size=len(TINY_VOCAB))).eval()
     with torch.no_grad():
         model.cmvn.mean.uniform_(-1.0, 1.0)
-        model.ctc.ctc_lo.bias[0] = -1.0  # a non-empty text to compare
-    bundle = ModelBundle(model=model, vocab=Vocabulary(TINY_VOCAB), fbank=FbankConfig(num_mel_bins=20))
-    root = tmp_path_factory.mktemp("onnx_tiny")
-    save_checkpoint(root / "model.pt", bundle)
-    folder = export_onnx(bundle, root / "export", TINY_CONTEXTS, chunks_per_step=2, int8=True)
-    return echostream.load_model(root / "model.pt"), root / "model.pt", folder
+        model.ctc.ctc_lo.bias[0] = -1.0
+    return ModelBundle(model=model, vocab=Vocabulary(TINY_VOCAB), fbank=FbankConfig(num_mel_bins=20))
 
 
 def _noise(seconds: float, seed: int = 0) -> np.ndarray:
@@ -74,6 +82,25 @@ def _stream(model: echostream.Model, audio: np.ndarray, rate: int, **settings: i
     return stream.result.text, np.concatenate(stream.log_probs)
 
 
+def _assert_same_log_probs(torch_model: echostream.Model, onnx_model: echostream.Model, audio: np.ndarray,
+                           context: ChunkContext, block: float, record_property: Callable[..., None]) -> None:
+    want = _log_probs(torch_model, audio, context, block)
+    got = _log_probs(onnx_model, audio, context, block)
+    assert got.shape == want.shape
+    diff = float(np.abs(got - want).max()) if got.size else 0.0
+    record_property("max_abs_diff", diff)
+    assert diff <= TOLERANCE
+
+
+def _assert_streams_alike(torch_model: echostream.Model, onnx_model: echostream.Model, audio: np.ndarray,
+                          rate: int, **settings: int) -> tuple[str, np.ndarray]:
+    """Both models streamed: the same text, log-probabilities within TOLERANCE; torch's result."""
+    (text_t, lp_t), (text_o, lp_o) = (_stream(m, audio, rate, **settings) for m in (torch_model, onnx_model))
+    assert text_o == text_t
+    assert lp_o.shape == lp_t.shape and np.abs(lp_o - lp_t).max() <= TOLERANCE
+    return text_t, lp_t
+
+
 @pytest.mark.parametrize("whole_limit", [60_000, 100], ids=["whole", "steps"])
 @pytest.mark.parametrize("block", [30.0, 0.37])
 @pytest.mark.parametrize("context", TINY_CONTEXTS, ids=["right_4", "right_0"])
@@ -84,13 +111,7 @@ def test_onnx_log_probs_equal_torch(
     torch_model, _, folder = tiny
     onnx_model = echostream.load_model(folder, runtime="onnx")
     onnx_model.bundle.model.encoder.whole_limit_frames = whole_limit  # 100: the step graph from 1 s on
-    audio = _noise(11.0)
-    want = _log_probs(torch_model, audio, context, block)
-    got = _log_probs(onnx_model, audio, context, block)
-    assert got.shape == want.shape
-    diff = float(np.abs(got - want).max())
-    record_property("max_abs_diff", diff)
-    assert diff <= TOLERANCE
+    _assert_same_log_probs(torch_model, onnx_model, _noise(11.0), context, block, record_property)
 
 
 def test_streams_decoded_together_equal_torch(tiny: tuple[echostream.Model, Path, Path]) -> None:
@@ -158,10 +179,8 @@ def test_default_model_onnx_gives_the_same_text(exported_default: Path, default_
 def test_default_model_onnx_streams_like_torch(exported_default: Path, default_model: echostream.Model) -> None:
     onnx_model = echostream.load_model(exported_default, runtime="onnx")
     audio, rate = sf.read(SAMPLES[0], dtype="float32")
-    results = [_stream(model, audio, rate) for model in (default_model, onnx_model)]
-    (text_t, lp_t), (text_o, lp_o) = results
-    assert text_o == text_t and text_o
-    assert lp_o.shape == lp_t.shape and np.abs(lp_o - lp_t).max() <= TOLERANCE
+    text, _ = _assert_streams_alike(default_model, onnx_model, audio, rate)
+    assert text
 
 
 def test_cli_export_and_transcribe(tiny: tuple[echostream.Model, Path, Path], tmp_path: Path,
@@ -261,21 +280,10 @@ EMFORMER_CONTEXTS = [ChunkContext(chunk=4, left=8, right=2), ChunkContext(chunk=
 @pytest.fixture(scope="module", params=[2, 0], ids=["memory_2", "memory_0"])
 def emformer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[echostream.Model, Path]:
     """A random tiny Emformer model (with and without a memory bank) and its export (int8 too)."""
-    from conftest import TINY_VOCAB
     from echostream.encoders.emformer import EmformerConfig
-    from echostream.frontend import FbankConfig
-    from echostream.models.asr import ASRModelConfig
-    from echostream.models.build import build_model
-    from echostream.text.vocab import Vocabulary
 
-    torch.manual_seed(7)
-    encoder = EmformerConfig(input_dim=20, output_size=32, attention_heads=4, linear_units=64, num_blocks=2,
-                             memory_size=request.param, dropout_rate=0.0, attention_dropout_rate=0.0)
-    model = build_model(ASRModelConfig(encoder=encoder, vocab_size=len(TINY_VOCAB))).eval()
-    with torch.no_grad():
-        model.cmvn.mean.uniform_(-1.0, 1.0)
-        model.ctc.ctc_lo.bias[0] = -1.0
-    bundle = ModelBundle(model=model, vocab=Vocabulary(TINY_VOCAB), fbank=FbankConfig(num_mel_bins=20))
+    bundle = _bundle(EmformerConfig(input_dim=20, output_size=32, attention_heads=4, linear_units=64, num_blocks=2,
+                                    memory_size=request.param, dropout_rate=0.0, attention_dropout_rate=0.0), seed=7)
     folder = export_onnx(bundle, tmp_path_factory.mktemp("onnx_emformer") / "export", EMFORMER_CONTEXTS, int8=True)
     return echostream.Model(bundle), folder
 
@@ -288,23 +296,15 @@ def test_emformer_onnx_log_probs_equal_torch(
     torch_model, folder = emformer
     onnx_model = echostream.load_model(folder, runtime="onnx")
     for seconds in (7.03, 0.13):  # a last segment cut short; a stream shorter than one segment
-        want = _log_probs(torch_model, _noise(seconds), context, block)
-        got = _log_probs(onnx_model, _noise(seconds), context, block)
-        assert got.shape == want.shape
-        diff = float(np.abs(got - want).max()) if got.size else 0.0
-        record_property("max_abs_diff", diff)
-        assert diff <= TOLERANCE
+        _assert_same_log_probs(torch_model, onnx_model, _noise(seconds), context, block, record_property)
 
 
 def test_emformer_onnx_streams_like_torch(emformer: tuple[echostream.Model, Path]) -> None:
     torch_model, folder = emformer
     onnx_model = echostream.load_model(folder, runtime="onnx")
     audio = _noise(5.0, seed=2)
-    results = [_stream(model, audio, 16000, chunk_size=4, left_context=8, right_context=2)
-               for model in (torch_model, onnx_model)]
-    (text_t, lp_t), (text_o, lp_o) = results
-    assert text_o == text_t
-    assert lp_o.shape == lp_t.shape and np.abs(lp_o - lp_t).max() <= TOLERANCE
+    _, lp_t = _assert_streams_alike(torch_model, onnx_model, audio, 16000, chunk_size=4, left_context=8,
+                                    right_context=2)
     int8 = _log_probs(echostream.load_model(folder, runtime="onnx", precision="int8"), audio, EMFORMER_CONTEXTS[0], 30.0)
     assert int8.shape == lp_t.shape
 
@@ -325,22 +325,12 @@ ZIPFORMER_CONTEXTS = [ChunkContext(chunk=8, left=32, right=0), ChunkContext(chun
 @pytest.fixture(scope="module")
 def zipformer(tmp_path_factory: pytest.TempPathFactory) -> tuple[echostream.Model, Path]:
     """A random tiny Zipformer model and its export (int8 too)."""
-    from conftest import TINY_VOCAB
     from echostream.encoders.zipformer import ZipformerConfig
-    from echostream.frontend import FbankConfig
-    from echostream.models.asr import ASRModelConfig
-    from echostream.models.build import build_model
-    from echostream.text.vocab import Vocabulary
 
-    torch.manual_seed(9)
-    encoder = ZipformerConfig(input_dim=20, downsampling_factors=(1, 2, 4, 2), encoder_dims=(16, 24, 32, 24),
-                              num_layers=(1, 1, 1, 1), attention_heads=(2, 2, 2, 2), feedforward_dims=(32, 48, 64, 48),
-                              cnn_module_kernels=(7, 5, 3, 5), query_head_dim=8, value_head_dim=4, dropout_rate=0.0)
-    model = build_model(ASRModelConfig(encoder=encoder, vocab_size=len(TINY_VOCAB))).eval()
-    with torch.no_grad():
-        model.cmvn.mean.uniform_(-1.0, 1.0)
-        model.ctc.ctc_lo.bias[0] = -1.0
-    bundle = ModelBundle(model=model, vocab=Vocabulary(TINY_VOCAB), fbank=FbankConfig(num_mel_bins=20))
+    bundle = _bundle(ZipformerConfig(input_dim=20, downsampling_factors=(1, 2, 4, 2), encoder_dims=(16, 24, 32, 24),
+                                     num_layers=(1, 1, 1, 1), attention_heads=(2, 2, 2, 2),
+                                     feedforward_dims=(32, 48, 64, 48), cnn_module_kernels=(7, 5, 3, 5),
+                                     query_head_dim=8, value_head_dim=4, dropout_rate=0.0), seed=9)
     folder = export_onnx(bundle, tmp_path_factory.mktemp("onnx_zipformer") / "export", ZIPFORMER_CONTEXTS, int8=True)
     return echostream.Model(bundle), folder
 
@@ -363,12 +353,7 @@ def test_zipformer_onnx_log_probs_equal_torch(
     torch_model, folder = zipformer
     onnx_model = echostream.load_model(folder, runtime="onnx")
     for seconds in (7.03, 7.01, 0.13):  # last chunks cut short at odd and even 50 Hz frames; under one chunk
-        want = _log_probs(torch_model, _noise(seconds), context, block)
-        got = _log_probs(onnx_model, _noise(seconds), context, block)
-        assert got.shape == want.shape
-        diff = float(np.abs(got - want).max()) if got.size else 0.0
-        record_property("max_abs_diff", diff)
-        assert diff <= TOLERANCE
+        _assert_same_log_probs(torch_model, onnx_model, _noise(seconds), context, block, record_property)
     assert onnx_model.bundle.model.encoder.causal  # the default right context is then 0
 
 
@@ -376,8 +361,4 @@ def test_zipformer_onnx_streams_like_torch(zipformer: tuple[echostream.Model, Pa
     torch_model, folder = zipformer
     onnx_model = echostream.load_model(folder, runtime="onnx")
     audio = _noise(5.0, seed=5)
-    results = [_stream(model, audio, 16000, chunk_size=8, left_context=32, right_context=0)
-               for model in (torch_model, onnx_model)]
-    (text_t, lp_t), (text_o, lp_o) = results
-    assert text_o == text_t
-    assert lp_o.shape == lp_t.shape and np.abs(lp_o - lp_t).max() <= TOLERANCE
+    _assert_streams_alike(torch_model, onnx_model, audio, 16000, chunk_size=8, left_context=32, right_context=0)
