@@ -48,18 +48,6 @@ def _chunk_windows(x: Tensor, chunks: int, chunk: int, width: int) -> Tensor:
     return x[:, index.flatten()].reshape(-1, width, *x.shape[2:])  # (B * chunks, width, *)
 
 
-def _subsample(encoder: ChunkFormerEncoder, x: Tensor, chunks: int, chunk: int, *, pieces: bool) -> Tensor:
-    """Normalised features (B, >= window_frames(chunks * chunk), F) -> layer input (B, chunks * C, D).
-
-    Frames are made per chunk from feature windows cut at multiples of 8, as ``forward_chunk`` does;
-    ``pieces``: a few windows at a time (faster in torch; not for export, whose shapes it fixes).
-    """
-    b = x.shape[0]
-    windows = _chunk_windows(x, chunks, chunk * RATE, window_frames(chunk))  # (B * G, 8C + 7, F)
-    y = (encoder.embed(windows) if pieces else encoder.embed.convolve(windows)) * encoder.xscale  # (B * G, C, D)
-    return encoder.embed_dropout(y).reshape(b, -1, y.shape[-1])  # (B, G * C, D)
-
-
 def _positions_valid(first: Tensor, length: int, end: Tensor) -> Tensor:
     """(B,) first absolute frame, (B,) end -> (B, length, 1) whether each frame lies in [0, end)."""
     pos = first.unsqueeze(1) + torch.arange(length, device=first.device)  # (B, length)
@@ -250,6 +238,7 @@ class ChunkFormerStep(nn.Module):
             context=context, chunks_per_step=chunks_per_step, num_layers=cfg.num_blocks, reach=encoder.reach,
             model_dim=cfg.output_size, heads=cfg.attention_heads, input_dim=cfg.input_dim,
         )
+        self.subsampling = Subsampling(encoder)
         table = relative_position_table(cfg.output_size, chunk=context.chunk, left=context.left, right=context.right)
         self.register_buffer("pos_table", table.to(encoder.after_norm.weight.dtype), persistent=False)
 
@@ -272,7 +261,7 @@ class ChunkFormerStep(nn.Module):
         geo, enc = self.geometry, self.encoder
         context, c, s = geo.context, geo.context.chunk, geo.step_frames
         a, b, reach = geo.attn_lag, geo.conv_lag, geo.reach
-        h = _subsample(enc, feats, geo.chunks_per_step, c, pieces=False)  # (B, S, D) frames [p, p + S)
+        h = self.subsampling(feats)  # (B, S, D) frames [p, p + S)
         new_kv, new_macaron, new_attn, new_gated = [], [], [], []
         first = position  # (B,) first input frame of this layer
         for i, layer in enumerate(enc.layers):
