@@ -43,7 +43,7 @@ def run_steps(step: ChunkFormerStep, x: torch.Tensor, x_lens: torch.Tensor) -> t
     outputs = []
     for k in range(steps):
         window_end = k * geo.feature_hop + geo.feature_frames
-        known = torch.where(x_lens <= window_end, end, torch.full_like(end, NOT_ENDED))
+        known = torch.where(x_lens <= window_end, x_lens, torch.full_like(x_lens, NOT_ENDED))  # feature frames
         y, *state = step(feats[:, k * geo.feature_hop : window_end], known, *state)
         outputs.append(y)
     return torch.cat(outputs, dim=1)[:, geo.delay :]

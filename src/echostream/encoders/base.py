@@ -238,8 +238,9 @@ class StepLayout:
     """The fixed shapes of an encoder's exportable streaming step (``export/onnx.py``).
 
     The step takes ``feature_frames`` normalised feature frames, hopping ``feature_hop`` per
-    call, an ``end`` (B,) and a ``position`` (B,) (encoder frames: the stream's length once known,
-    and the first frame of this step's window), and its states; it gives ``step_frames`` encoder
+    call, an ``end`` (B,) (the stream's feature frames once known: an encoder may need more than
+    its encoder-frame count, the Zipformer its 50 Hz frames), a ``position`` (B,) (the encoder
+    frame of the window's start) and its states; it gives ``step_frames`` encoder
     frames starting ``delay`` frames before ``position``, ``position + step_frames`` and the new
     states. ``states``: name -> zero shape with a batch of 1 (the batch is dimension 1).
     """

@@ -217,7 +217,8 @@ class ChunkFormerStep(nn.Module):
 
     ``forward(feats, end, position, kv, macaron, attn, gated)``:
         feats: (B, 8 S + 7, F) normalised features of encoder frames ``position .. position + S``;
-        end: (B,) encoder frames of each stream once known, else ``NOT_ENDED``;
+        end: (B,) feature frames of each stream once known, else ``NOT_ENDED`` (every exported
+        step takes the end in feature frames, see ``encoders.base.StepLayout``);
         position: (B,) int64 encoder frame of the step's first input frame (0, S, 2S, ...);
         kv, macaron, attn, gated: the state tensors (``StepGeometry.state_shapes``), zeros at first.
     Returns ``(y, position, kv, macaron, attn, gated)``: y (B, S, D) encoder frames
@@ -261,6 +262,7 @@ class ChunkFormerStep(nn.Module):
         geo, enc = self.geometry, self.encoder
         context, c, s = geo.context, geo.context.chunk, geo.step_frames
         a, b, reach = geo.attn_lag, geo.conv_lag, geo.reach
+        end = enc.output_lengths(end)  # (B,) encoder frames
         h = self.subsampling(feats)  # (B, S, D) frames [p, p + S)
         new_kv, new_macaron, new_attn, new_gated = [], [], [], []
         first = position  # (B,) first input frame of this layer

@@ -398,7 +398,8 @@ class EmformerEncoder(nn.Module):
 class EmformerStep(nn.Module):
     """:meth:`EmformerEncoder.step` in the layout every exported step shares (``StepLayout``):
     ``forward(feats, end, position, left_kv, memory) -> (y, position + C, left_kv, memory)``,
-    one segment per call with no delay; ``end`` masks the rows past a stream's end."""
+    one segment per call with no delay; ``end`` (the stream's feature frames once known) masks the
+    rows past a stream's end."""
 
     def __init__(self, encoder: EmformerEncoder, context: ChunkContext) -> None:
         super().__init__()
@@ -425,7 +426,8 @@ class EmformerStep(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         c = self.context.chunk
         index = torch.div(position, c, rounding_mode="floor")
-        y, left_kv, memory, _ = self.encoder.step(feats, left_kv, memory, index, self.context, end - position)
+        remaining = self.encoder.output_lengths(end) - position
+        y, left_kv, memory, _ = self.encoder.step(feats, left_kv, memory, index, self.context, remaining)
         return y, position + c, left_kv, memory
 
 

@@ -279,33 +279,16 @@ def _export_whole(whole: WholeUtterance, path: Path) -> None:
     _check(path, whole, (torch.randn(2, 5 * c + 2, d), torch.tensor([5 * c + 2, 2 * c + 1])))
 
 
-class _FeatureEnd(nn.Module):
-    """A step whose ``end`` is in encoder frames, taking it in feature frames as every exported
-    step does (``end`` is then the frames seen when a stream finishes, which the runtime knows;
-    the Zipformer needs its 50 Hz frame count, which encoder frames do not give)."""
-
-    def __init__(self, step: ChunkFormerStep | EmformerStep) -> None:
-        super().__init__()
-        self.step = step
-        self.layout = step.layout
-
-    def init_state(self, batch: int) -> tuple[torch.Tensor, ...]:
-        return self.step.init_state(batch)
-
-    def forward(self, feats: torch.Tensor, end: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.step(feats, self.step.encoder.output_lengths(end), *state)  # type: ignore[no-any-return]
-
-
-def _step_module(encoder: nn.Module, context: ChunkContext, chunks_per_step: int) -> _FeatureEnd | ZipformerStep:
+def _step_module(encoder: nn.Module, context: ChunkContext, chunks_per_step: int) -> ChunkFormerStep | EmformerStep | ZipformerStep:
     if isinstance(encoder, ChunkFormerEncoder):
-        return _FeatureEnd(ChunkFormerStep(encoder, context, chunks_per_step))
+        return ChunkFormerStep(encoder, context, chunks_per_step)
     if isinstance(encoder, EmformerEncoder):
-        return _FeatureEnd(EmformerStep(encoder, context))
+        return EmformerStep(encoder, context)
     assert isinstance(encoder, ZipformerEncoder)
     return ZipformerStep(encoder, context)
 
 
-def _export_step(step: _FeatureEnd | ZipformerStep, path: Path, input_dim: int) -> None:
+def _export_step(step: ChunkFormerStep | EmformerStep | ZipformerStep, path: Path, input_dim: int) -> None:
     """A step module (``layout``, ``init_state``; see ``encoders.base.StepLayout``) as a graph with
     named states, checked against torch on a later step with a state that is not zero."""
     layout = step.layout
