@@ -1,7 +1,8 @@
 """Optional parts of echostream and the pip extras that install them.
 
 The core install (``pip install echostream``) transcribes: the library, ``transcribe``, the
-Recognizer. The server, training, the Hugging Face hub, ONNX export and runtime need more packages; a feature that
+Recognizer. The server, training, the Hugging Face hub, ONNX export and runtime, and the
+room and telephone-line augmentation need more packages; a feature that
 needs one that is missing says which extra to install, in one line::
 
     >>> require("server", "echostream serve")  # doctest: +SKIP
@@ -18,6 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "hub": ("huggingface_hub",),
     "ray": ("ray",),
     "onnx": ("onnx", "onnxruntime"),
+    "augment": ("scipy", "pyroomacoustics"),
 }
 """The modules each extra provides (pyproject.toml's optional-dependencies install them)."""
 

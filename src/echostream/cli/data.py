@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from echostream.cli.common import CLIError, parser_of, report_problems
 from echostream.extras import require
+
+if TYPE_CHECKING:
+    from echostream.data.augment import ConditionsConfig
 
 
 def add_manifest_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +64,70 @@ def add_synth_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="engine processes at a time")
     p.add_argument("--id-prefix", help="utterance id prefix (default: the sentence file's name)")
     p.add_argument("--language", default="en", help="language code written to every row")
+
+
+def add_augment_parser(sub: argparse._SubParsersAction) -> None:
+    p = parser_of(
+        sub, "augment",
+        help="write copies of a manifest's audio through a room, noise and a telephone line (e.g. telephony data)",
+        epilog="Each row's conditions are drawn from --seed and its id; OUT/conditions.jsonl lists them (codec, "
+               "SNR, RT60) for error rates per condition. Codecs: pcm, mulaw, alaw, gsm, amr-nb (sox), g722, g726, "
+               "speex, codec2, opus (ffmpeg); packet-loss concealment by opus needs opus-tools.",
+    )
+    p.add_argument("--manifest", required=True, action="append", help="manifest (JSONL); repeat for several")
+    p.add_argument("--out", required=True, help="folder for wav/, manifest.jsonl and conditions.jsonl")
+    p.add_argument("--config", help="YAML with reverb, noise and channel sections (echostream.data.augment."
+                                    "ConditionsConfig); the switches below start from the defaults instead")
+    p.add_argument("--channel", action="store_true", help="a telephone line for every row (8 kHz output)")
+    p.add_argument("--codecs", help="the line's codecs, comma-separated, drawn with equal weights (default: all)")
+    p.add_argument("--noise", action="store_true", help="white, pink or brown noise")
+    p.add_argument("--snr", default="5:15", help="SNR in dB, LOW:HIGH or one value (with --noise)")
+    p.add_argument("--reverb", action="store_true", help="a room")
+    p.add_argument("--rt60", default="0.05:0.15", help="RT60 in seconds, LOW:HIGH or one value (with --reverb)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every draw (same seed: same audio)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (one per core unless given)")
+
+
+def _conditions(args: argparse.Namespace) -> ConditionsConfig:
+    from echostream.config import from_dict, load_yaml
+    from echostream.data.augment import ConditionsConfig
+
+    if args.config:
+        if args.channel or args.noise or args.reverb or args.codecs:
+            raise CLIError("--config replaces --channel, --codecs, --noise and --reverb; give one or the other")
+        return load_yaml(ConditionsConfig, args.config)
+    sections: dict[str, object] = {}
+    if args.channel or args.codecs:
+        codecs = [c.strip() for c in args.codecs.split(",") if c.strip()] if args.codecs else None
+        sections["channel"] = {"codecs": codecs, "codec_weights": [1.0] * len(codecs)} if codecs else {}
+    if args.noise:
+        sections["noise"] = {"snr_db": list(_range(args.snr, "snr"))}
+    if args.reverb:
+        sections["reverb"] = {"rt60": list(_range(args.rt60, "rt60"))}
+    if not sections:
+        raise CLIError("nothing to do: give --channel, --noise, --reverb or --config")
+    return from_dict(ConditionsConfig, sections, "augment")
+
+
+def run_augment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from echostream.data.augment import augment_manifest
+    from echostream.data.manifest import read_manifest
+
+    if args.jobs < 1:
+        raise CLIError(f"--jobs must be at least 1, got {args.jobs}")
+    conditions = _conditions(args)
+    rows = [row for path in args.manifest for row in read_manifest(path)]
+    if not rows:
+        raise CLIError("the manifests hold no rows")
+    with tqdm(total=len(rows), unit="utt", desc="augmenting", disable=None, file=sys.stderr) as bar:
+        written, failed = augment_manifest(rows, args.out, conditions, seed=args.seed, jobs=args.jobs,
+                                           progress=bar.update)
+    report_problems(failed)
+    print(f"{len(written)} of {len(rows)} utterances written to {Path(args.out) / 'manifest.jsonl'}"
+          + (f"; {len(failed)} could not be read" if failed else ""), file=sys.stderr)
+    return 0 if written else 1
 
 
 def _range(text: str, name: str) -> tuple[float, float]:

@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_manifest_parser(sub)
     data.add_tokenizer_parser(sub)
     data.add_synth_parser(sub)
+    data.add_augment_parser(sub)
     training.add_train_parser(sub)
+    training.add_finetune_parser(sub)
     training.add_average_parser(sub)
     training.add_eval_parser(sub)
     export.add_export_parser(sub)
@@ -52,7 +54,9 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "manifest": data.run_manifest,
     "tokenizer": data.run_tokenizer,
     "synth": data.run_synth,
+    "augment": data.run_augment,
     "train": training.run_train,
+    "finetune": training.run_finetune,
     "average": training.run_average,
     "eval": training.run_eval,
     "export": export.run_export,

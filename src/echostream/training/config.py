@@ -20,6 +20,9 @@ from typing import Any
 import yaml
 
 from echostream.config import ConfigError, from_dict, load_yaml, to_dict
+from echostream.data.channel import ChannelConfig
+from echostream.data.noise import NoiseConfig
+from echostream.data.reverb import ReverbConfig
 from echostream.encoders.base import OFFLINE_CONTEXT, ChunkContext, EncoderConfig, user_context
 from echostream.frontend.fbank import FbankConfig
 from echostream.frontend.specaugment import SpecAugmentConfig
@@ -62,10 +65,16 @@ class DataConfig:
     normalised transcript is empty are left out with a count. ``cmvn_utterances`` training rows
     (evenly spaced) give a new model's CMVN statistics. ``num_workers`` DataLoader processes
     prepare batches (0: in the training process); results do not depend on it.
+
+    ``train_weights`` (one per ``train`` manifest) mixes the manifests by sampling weight instead
+    of concatenating them: each epoch holds as many utterances as they all do, a manifest giving
+    its weight's share (``[0.8, 0.2]``: 80 % of every epoch from the first), so a small source is
+    repeated and a large one subsampled. Empty: every row once per epoch.
     """
 
     train: tuple[str, ...]
     valid: tuple[str, ...]
+    train_weights: tuple[float, ...] = ()
     min_duration: float = 0.2
     max_duration: float = 30.0
     decode_check: bool = False
@@ -77,6 +86,12 @@ class DataConfig:
             raise ValueError("data.train and data.valid must each name at least one manifest")
         if not 0 <= self.min_duration < self.max_duration:
             raise ValueError("data.min_duration must be >= 0 and below data.max_duration")
+        if self.train_weights and len(self.train_weights) != len(self.train):
+            raise ValueError(
+                f"data.train_weights gives {len(self.train_weights)} weights for {len(self.train)} manifests"
+            )
+        if self.train_weights and (min(self.train_weights) < 0 or sum(self.train_weights) <= 0):
+            raise ValueError("data.train_weights must be >= 0 and not all 0")
         if self.cmvn_utterances < 1 or self.num_workers < 0:
             raise ValueError("data.cmvn_utterances must be >= 1 and data.num_workers >= 0")
 
@@ -87,10 +102,16 @@ class AugmentConfig:
 
     ``speed_factors``: each utterance is played at one factor drawn from the list (1.1 = 10 %
     faster and higher, as ``sox speed``), by resampling the waveform with soxr; ``[1.0]`` turns
-    it off. ``spec_augment``: frequency and time masks on the fbank (null: off).
+    it off. Then, in this order and each only when given: ``reverb`` (a room), ``noise``
+    (additive, at a drawn SNR) and ``channel`` (a telephone line); see
+    :mod:`echostream.data.augment`. ``spec_augment``: frequency and time masks on the fbank
+    (null: off).
     """
 
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
+    reverb: ReverbConfig | None = None
+    noise: NoiseConfig | None = None
+    channel: ChannelConfig | None = None
     spec_augment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
 
     def __post_init__(self) -> None:

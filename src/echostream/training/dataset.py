@@ -1,5 +1,5 @@
-"""The training data pipeline: manifest rows -> audio -> speed perturbation -> fbank -> SpecAugment
--> padded batches of features and token ids.
+"""The training data pipeline: manifest rows -> audio -> speed perturbation -> room, noise and
+telephone line (when configured) -> fbank -> SpecAugment -> padded batches of features and token ids.
 
 Rows are checked and tokenised once, up front (:func:`prepare_examples`). A batch is named by a
 :class:`BatchKey` (epoch, position in the epoch, utterance indices) and every random draw of its
@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from echostream.audio import AudioError, load_audio, prepare_waveform, seconds_to_samples
+from echostream.data.augment import Augmenter
 from echostream.data.manifest import Utterance, problem_counts, validate_manifest
 from echostream.frontend.fbank import FbankConfig, compute_fbank
 from echostream.frontend.specaugment import spec_augment
@@ -158,9 +159,11 @@ class Batch:
         return len(self.ids)
 
 
-def item_rng(seed: int, key: BatchKey, index: int) -> random.Random:
-    """The random source of one utterance of one batch (independent of workers and resumes)."""
-    return random.Random(f"{seed}:{key.epoch}:{key.position}:{index}")
+def item_rng(seed: int, key: BatchKey, index: int, repeat: int = 0) -> random.Random:
+    """The random source of one utterance of one batch (independent of workers and resumes);
+    ``repeat`` counts earlier copies of the utterance in the batch (a mix repeats small sources),
+    so that each copy is augmented its own way."""
+    return random.Random(f"{seed}:{key.epoch}:{key.position}:{index}" + (f":{repeat}" if repeat else ""))
 
 
 class BatchDataset(torch.utils.data.Dataset[Batch]):
@@ -177,19 +180,35 @@ class BatchDataset(torch.utils.data.Dataset[Batch]):
         self.fbank = fbank
         self.augment = augment
         self.seed = seed
+        self.conditions = (
+            Augmenter(
+                reverb=augment.reverb,
+                noise=augment.noise,
+                channel=augment.channel,
+                rate=fbank.sample_rate,
+                seed=seed,
+            )
+            if augment is not None
+            else None
+        )
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def features(self, index: int, key: BatchKey | None = None) -> tuple[Tensor, float]:
+    def features(
+        self, index: int, key: BatchKey | None = None, repeat: int = 0
+    ) -> tuple[Tensor, float]:
         """(T, F) features of one example and its audio seconds; augmented when the dataset
-        augments and a batch ``key`` (the source of the random draws) is given."""
+        augments and a batch ``key`` (the source of the random draws) is given; ``repeat``: see
+        :func:`item_rng`."""
         rate = self.fbank.sample_rate
         samples = load_utterance(self.examples[index].row, rate)  # (N,)
         if self.augment is None or key is None:
             return torch.from_numpy(compute_fbank(samples, self.fbank)), samples.size / rate
-        rng = item_rng(self.seed, key, index)
+        rng = item_rng(self.seed, key, index, repeat)
         samples = speed_perturb(samples, rng.choice(self.augment.speed_factors), rate)  # (N',)
+        if self.conditions is not None and self.conditions.active:
+            samples, _ = self.conditions.apply(samples, rng)  # room, noise, line; (N',) at rate
         feats = torch.from_numpy(compute_fbank(samples, self.fbank))  # (T, F)
         if self.augment.spec_augment is not None:
             generator = torch.Generator().manual_seed(rng.getrandbits(63))
@@ -201,9 +220,11 @@ class BatchDataset(torch.utils.data.Dataset[Batch]):
         kept: list[Example] = []
         failed: list[str] = []
         seconds = 0.0
+        seen: Counter[int] = Counter()
         for index in key.indices:
+            seen[index] += 1
             try:
-                x, duration = self.features(index, key)
+                x, duration = self.features(index, key, seen[index] - 1)
             except AudioError as err:
                 failed.append(f"{self.examples[index].row.id}: {err}")
                 continue
