@@ -71,6 +71,40 @@ def test_sampler_ranks_split_batches() -> None:
     assert len(seen) == len(set(seen))
 
 
+def test_sampler_mixes_sources_by_weight() -> None:
+    durations = [1.0 + (i % 7) for i in range(1000)]
+    sources = [0] * 900 + [1] * 100  # a large source and a small one, mixed 20 / 80
+    cfg = SamplerConfig(max_batch_seconds=60.0, seed=2)
+    sampler = DurationBucketSampler(durations, cfg, sources=sources, weights=[0.2, 0.8])
+    first = [i for b in sampler for i in b]
+    second = [i for b in sampler for i in b]
+    for epoch in (first, second):
+        assert len(epoch) == 1000  # as many utterances as both sources hold
+        from_small = [i for i in epoch if sources[i] == 1]
+        assert len(from_small) == 800  # the small source repeated 8 times
+        assert all(from_small.count(i) == 8 for i in range(900, 1000))
+        from_large = [i for i in epoch if sources[i] == 0]
+        assert len(from_large) == len(set(from_large)) == 200  # a subsample, no repeats
+    assert set(first) != set(second)  # each epoch draws another subsample of the large source
+    resumed = DurationBucketSampler(durations, cfg, sources=sources, weights=[0.2, 0.8])
+    resumed.load_state_dict({"epoch": 1, "position": 0})
+    assert [i for b in resumed for i in b] == second
+
+
+@pytest.mark.parametrize(
+    ("sources", "weights", "message"),
+    [
+        ([0, 0, 1], [1.0, -1.0], ">= 0"),
+        ([0, 0, 0], [1.0, 1.0], "source 1 has weight 1.0 but no utterances"),
+        ([0, 2, 0], [1.0, 1.0], "outside the 2 weights"),
+        ([0, 0], [1.0], "2 sources for 3 utterances"),
+    ],
+)
+def test_sampler_refuses_a_bad_mix(sources: list[int], weights: list[float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DurationBucketSampler([1.0, 2.0, 3.0], SamplerConfig(), sources=sources, weights=weights)
+
+
 def test_spec_augment_masks_bands_and_spans() -> None:
     x = torch.ones(500, 80)
     cfg = SpecAugmentConfig(freq_masks=2, max_freq=27, time_masks=2, max_time=100)

@@ -32,25 +32,71 @@ class DurationBucketSampler:
 
     With ``world_size > 1`` each rank takes every ``world_size``-th batch (all ranks see the same
     number of batches). ``state_dict``/``load_state_dict`` resume mid-epoch exactly.
+
+    A mix of sources: ``sources`` gives each utterance's source (0, 1, ...) and ``weights`` each
+    source's share of an epoch. An epoch then holds as many utterances as all sources together,
+    source ``s`` giving ``weights[s] / sum(weights)`` of them: drawn without repetition from its
+    utterances (reshuffled each epoch), and cycled through again when its share is larger than it
+    (a small source is repeated, a large one subsampled).
     """
 
     def __init__(
-        self, durations: Sequence[float], cfg: SamplerConfig, rank: int = 0, world_size: int = 1
+        self,
+        durations: Sequence[float],
+        cfg: SamplerConfig,
+        rank: int = 0,
+        world_size: int = 1,
+        *,
+        sources: Sequence[int] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        if (sources is None) != (weights is None):
+            raise ValueError("give both sources and weights for a mix, or neither")
+        if sources is not None and weights is not None:
+            if len(sources) != len(durations):
+                raise ValueError(f"{len(sources)} sources for {len(durations)} utterances")
+            if any(w < 0 for w in weights) or sum(weights) <= 0:
+                raise ValueError("mix weights must be >= 0 and not all 0")
+            present = set(sources)
+            if not present <= set(range(len(weights))):
+                raise ValueError(f"a source index is outside the {len(weights)} weights")
+            empty = [s for s, w in enumerate(weights) if w > 0 and s not in present]
+            if empty:
+                raise ValueError(f"source {empty[0]} has weight {weights[empty[0]]} but no utterances")
         self.durations = list(durations)
+        self.sources = list(sources) if sources is not None else None
+        self.weights = list(weights) if weights is not None else None
         self.cfg = cfg
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
         self.position = 0  # batches of this epoch already yielded (this rank)
 
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """The utterances of ``epoch`` (each once, or drawn by the mix's weights)."""
+        if self.sources is None or self.weights is None:
+            return list(range(len(self.durations)))
+        rng = random.Random(f"{self.cfg.seed}:mix:{epoch}")
+        members: list[list[int]] = [[] for _ in self.weights]
+        for i, s in enumerate(self.sources):
+            members[s].append(i)
+        total, weight_sum = len(self.durations), sum(self.weights)
+        chosen: list[int] = []
+        for share, pool in zip(self.weights, members, strict=True):
+            wanted = round(total * share / weight_sum)
+            while wanted > 0 and pool:
+                rng.shuffle(pool)
+                chosen += pool[:wanted]
+                wanted -= min(wanted, len(pool))
+        return chosen
+
     def _batches(self, epoch: int) -> list[list[int]]:
         rng = random.Random(f"{self.cfg.seed}:{epoch}")
         buckets: list[list[int]] = [[] for _ in range(len(self.cfg.bucket_boundaries) + 1)]
-        for i, d in enumerate(self.durations):
-            buckets[bisect.bisect_left(self.cfg.bucket_boundaries, d)].append(i)
+        for i in self.epoch_indices(epoch):
+            buckets[bisect.bisect_left(self.cfg.bucket_boundaries, self.durations[i])].append(i)
         batches: list[list[int]] = []
         for bucket in buckets:
             if self.cfg.shuffle:

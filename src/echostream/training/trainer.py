@@ -217,6 +217,7 @@ class _Run:
         device: torch.device,
         setup: _Setup,
         train_examples: list[Example],
+        sources: list[int],
         valid_examples: list[Example],
         on_step: Callable[[StepReport], None] | None,
         on_message: Callable[[str], None],
@@ -230,8 +231,14 @@ class _Run:
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         self.train_data = BatchDataset(train_examples, setup.fbank, cfg.augment, cfg.seed)
+        mixed = bool(cfg.data.train_weights)
         self.sampler = DurationBucketSampler(
-            [e.row.duration for e in train_examples], cfg.sampler, env.rank, env.world_size
+            [e.row.duration for e in train_examples],
+            cfg.sampler,
+            env.rank,
+            env.world_size,
+            sources=sources if mixed else None,
+            weights=cfg.data.train_weights if mixed else None,
         )
         self.valid_data = BatchDataset(valid_examples, setup.fbank, None, cfg.seed)
         self.valid_sampler_cfg = SamplerConfig(
@@ -544,14 +551,23 @@ def _train(
     resume_step = steps[-1] if resume and steps else None
     setup = _setup(cfg, ex.model_path(out, resume_step) if resume_step is not None else None)
 
-    train_examples, skipped = prepare_examples(
-        _read_rows(cfg.data.train),
-        setup.tokenizer,
-        setup.normalizer,
-        min_duration=cfg.data.min_duration,
-        max_duration=cfg.data.max_duration,
-        decode_check=cfg.data.decode_check,
-    )
+    train_examples: list[Example] = []
+    sources: list[int] = []
+    skipped = Counter[str]()
+    for source, path in enumerate(cfg.data.train):
+        examples, left_out = prepare_examples(
+            read_manifest(path),
+            setup.tokenizer,
+            setup.normalizer,
+            min_duration=cfg.data.min_duration,
+            max_duration=cfg.data.max_duration,
+            decode_check=cfg.data.decode_check,
+        )
+        if cfg.data.train_weights:
+            say(_describe(f"  {Path(path).name} (weight {cfg.data.train_weights[source]:g})", examples, left_out))
+        train_examples += examples
+        sources += [source] * len(examples)
+        skipped += left_out
     say(_describe("train", train_examples, skipped))
     valid_examples, skipped = prepare_examples(
         _read_rows(cfg.data.valid),
@@ -575,7 +591,7 @@ def _train(
         f"{env.world_size} process(es) on {device}"
     )
 
-    run = _Run(cfg, out, env, device, setup, train_examples, valid_examples, on_step, say)
+    run = _Run(cfg, out, env, device, setup, train_examples, sources, valid_examples, on_step, say)
     if resume_step is not None:
         run.load(ex.load_state(ex.state_path(out, resume_step)))
         say(f"resuming from step {run.step} (epoch {run.epoch})")
