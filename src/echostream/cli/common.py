@@ -151,3 +151,12 @@ def relative(path: str) -> str:
         return os.path.relpath(path)
     except ValueError:
         return path
+
+
+def parse_context(text: str) -> tuple[int, int, int]:
+    """``"64/128/128"`` -> (64, 128, 128); CLIError naming the value otherwise."""
+    parts = text.split("/")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise CLIError(f"--context {text!r}: expected CHUNK/LEFT/RIGHT in encoder frames, such as 64/128/128")
+    chunk, left, right = (int(p) for p in parts)
+    return chunk, left, right

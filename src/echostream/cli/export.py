@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from echostream.cli.common import CLIError, add_model_argument, parser_of
+from echostream.cli.common import CLIError, add_model_argument, parse_context, parser_of
 from echostream.extras import require
 
 
@@ -22,15 +22,6 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
                    help="chunks per streaming step (default: 1 without right context, else 256 frames' worth)")
     p.add_argument("--int8", action="store_true", help="also write int8 graphs (for --precision int8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
-
-
-def parse_context(text: str) -> tuple[int, int, int]:
-    """``"64/128/128"`` -> (64, 128, 128); CLIError naming the value otherwise."""
-    parts = text.split("/")
-    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-        raise CLIError(f"--context {text!r}: expected CHUNK/LEFT/RIGHT in encoder frames, such as 64/128/128")
-    chunk, left, right = (int(p) for p in parts)
-    return chunk, left, right
 
 
 def run_export(args: argparse.Namespace) -> int:
