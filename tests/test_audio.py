@@ -21,6 +21,7 @@ from echostream.audio import (
     iter_audio_blocks,
     load_audio,
     normalize_samples,
+    parse_channel,
     prepare_waveform,
 )
 
@@ -94,6 +95,41 @@ def test_stereo_is_averaged(tmp_path: Path) -> None:
     y = load_audio(path)
     assert y.shape == (x.shape[0],)
     np.testing.assert_allclose(y, x.mean(axis=1), atol=1e-7)
+
+
+@pytest.mark.parametrize(("choice", "column"), [("left", 0), ("right", 1), ("1", 1), (0, 0)])
+def test_one_channel_of_a_stereo_call_is_kept(tmp_path: Path, choice: object, column: int) -> None:
+    x = np.stack([_signal(8000, 0.6, seed=1), _signal(8000, 0.6, seed=2)], axis=1)  # agent | customer
+    path = _write(tmp_path / "call.wav", x, 8000, "FLOAT")
+    channel = parse_channel(choice)
+    expected = load_audio(_write(tmp_path / "side.wav", x[:, column], 8000, "FLOAT"))
+    np.testing.assert_array_equal(load_audio(path, channel=channel), expected)
+    np.testing.assert_array_equal(np.concatenate(list(iter_audio_blocks(path, 0.25, channel=channel))), expected)
+    np.testing.assert_array_equal(
+        prepare_waveform(x.astype(np.float32), 8000, channel=channel), prepare_waveform(x[:, column].astype(np.float32), 8000)
+    )
+
+
+def test_a_channel_the_file_lacks_is_one_clear_error(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mono.wav", _signal(SAMPLE_RATE, 0.2), SAMPLE_RATE)
+    with pytest.raises(AudioError, match=r"mono.wav has 1 channel; there is no channel 1 \(right\)"):
+        load_audio(path, channel=1)
+    with pytest.raises(AudioError, match="there is no channel 1"):
+        iter_audio_blocks(path, 1.0, channel=1)  # before any block
+    for bad in ("centre", -1, "99", True):
+        with pytest.raises(AudioError, match="expected left, right, mix"):
+            parse_channel(bad)
+
+
+def test_one_channel_through_ffmpeg(tmp_path: Path) -> None:
+    _require_ffmpeg()
+    x = np.stack([_signal(SAMPLE_RATE, 1.0, seed=1), np.zeros(SAMPLE_RATE)], axis=1)  # speech | silence
+    wav = _write(tmp_path / "call.wav", x, SAMPLE_RATE)
+    m4a = _ffmpeg_encode(wav, tmp_path / "call.m4a")
+    left, right = load_audio(m4a, channel=0), load_audio(m4a, channel=1)
+    assert np.sqrt(np.mean(left**2)) > 0.1 and np.sqrt(np.mean(right**2)) < 1e-3
+    with pytest.raises(AudioError, match="call.m4a has 2 channels; there is no channel 5"):
+        load_audio(m4a, channel=5)
 
 
 def test_8khz_speech_is_resampled() -> None:

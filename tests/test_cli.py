@@ -633,3 +633,38 @@ def test_every_flag_has_help_with_its_default() -> None:
             elif action.default not in (None, False) and f"(default: {action.default})" not in text:
                 missing.append(f"{prog} {name}: default {action.default!r} not shown")
     assert missing == []
+
+
+def test_one_side_of_a_stereo_call(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """--channel and a manifest's channel pick one side of a call; the default averages both."""
+    import numpy as np
+
+    from echostream.audio import load_audio
+
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    agent, customer = load_audio(samples / "options_16k.wav"), load_audio(samples / "booking_16k.wav")
+    n = max(agent.size, customer.size)
+    call = np.zeros((n, 2), np.float32)
+    call[: agent.size, 0], call[: customer.size, 1] = agent, customer
+    sf.write(tmp_path / "call.wav", call, 16000)
+    texts = {}
+    for side in ("left", "right"):
+        code, out, err = _run(capsys, "--model", "default", "--channel", side, tmp_path / "call.wav")
+        assert code == 0, err
+        texts[side] = out.strip()
+    for column, name in enumerate(("options", "booking")):
+        sf.write(tmp_path / f"{name}.wav", call[:, column], 16000)  # the same side as a mono file
+    alone = {name: _run(capsys, "--model", "default", tmp_path / f"{name}.wav")[1].strip()
+             for name in ("options", "booking")}  # fmt: skip
+    assert texts == {"left": alone["options"], "right": alone["booking"]}
+    assert "press two" in texts["left"] and "booking" in texts["right"]
+    code, _, err = _run(capsys, "--model", "default", "--channel", "3", tmp_path / "call.wav")
+    assert code != 0 and "has 2 channels; there is no channel 3" in err
+    rows = [{"id": side, "audio": str(tmp_path / "call.wav"), "text": (samples / f"{name}_16k.txt").read_text().strip(),
+             "duration": n / 16000, "channel": channel}
+            for side, name, channel in (("agent", "options", 0), ("customer", "booking", 1))]  # fmt: skip
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", "--model", "default", "--manifest", str(tmp_path / "m.jsonl"), "--out",
+                 str(tmp_path / "r.jsonl")]) == 0  # fmt: skip
+    results = {r["id"]: r["hypothesis"] for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
+    assert results == {"agent": alone["options"], "customer": alone["booking"]}

@@ -163,7 +163,30 @@ def check_sample_rate(sample_rate: object, name: str = "sample_rate") -> int:
     return rate
 
 
-def normalize_samples(samples: object, *, allow_empty: bool = False) -> np.ndarray:
+def parse_channel(value: object) -> int | None:
+    """A channel choice -> its 0-based index: ``left`` 0, ``right`` 1, a number as given, None
+    (or ``mix``) for the average of all channels.
+
+    >>> parse_channel("right"), parse_channel("3"), parse_channel(None)
+    (1, 3, None)
+    """
+    if value is None or value == "mix":
+        return None
+    if isinstance(value, str):
+        named = {"left": 0, "right": 1}
+        if value.strip().lower() in named:
+            return named[value.strip().lower()]
+        if not value.strip().isdigit():
+            raise AudioError(f"channel {value!r}: expected left, right, mix or a 0-based channel number")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < MAX_CHANNELS:
+        raise AudioError(f"channel {value!r}: expected left, right, mix or a number in [0, {MAX_CHANNELS})")
+    return int(value)
+
+
+def normalize_samples(
+    samples: object, *, allow_empty: bool = False, channel: int | None = None
+) -> np.ndarray:
     """Any in-memory waveform -> (N,) float32 mono in the encoding's [-1, 1] range.
 
     The one input normalisation of echostream: :func:`prepare_waveform` (whole arrays given to
@@ -175,9 +198,10 @@ def normalize_samples(samples: object, *, allow_empty: bool = False) -> np.ndarr
             through), int16 / int32 / int8 (scaled by 2**15 / 2**31 / 2**7) or uint8 (unsigned
             8-bit PCM, centred on 128).
         allow_empty: accept zero samples (a stream's empty piece) instead of refusing them.
+        channel: keep this channel (0-based) instead of averaging them (mono input: only 0).
 
     Returns:
-        (N,) float32: channels are averaged.
+        (N,) float32: channels are averaged, or the one asked for is kept.
 
     Raises:
         AudioError: wrong number of dimensions, (channels, frames) order, no samples, an
@@ -213,12 +237,12 @@ def normalize_samples(samples: object, *, allow_empty: bool = False) -> np.ndarr
     if not np.isfinite(scaled).all():
         raise AudioError("samples contain non-finite values (NaN or inf)")
     if scaled.ndim == 1:
-        return np.ascontiguousarray(scaled)
-    return _downmix(scaled)
+        scaled = scaled[:, None]
+    return _downmix(scaled, channel)
 
 
 def prepare_waveform(
-    samples: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_RATE
+    samples: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_RATE, *, channel: int | None = None
 ) -> np.ndarray:
     """Turn an in-memory waveform into the model's input.
 
@@ -228,14 +252,14 @@ def prepare_waveform(
         target_rate: rate of the result.
 
     Returns:
-        (N',) float32 mono at ``target_rate``; channels are averaged.
+        (N',) float32 mono at ``target_rate``; channels are averaged, or ``channel`` kept.
 
     Raises:
         AudioError: bad rate, or anything :func:`normalize_samples` refuses.
     """
     rate = check_sample_rate(sample_rate)
     _check_rate_argument("target_rate", target_rate)
-    return _resample(normalize_samples(samples), rate, target_rate)
+    return _resample(normalize_samples(samples, channel=channel), rate, target_rate)
 
 
 def _check_rate_argument(name: str, rate: object) -> None:
@@ -243,19 +267,31 @@ def _check_rate_argument(name: str, rate: object) -> None:
         raise AudioError(f"{name} must be a positive int, got {rate!r}")
 
 
-def _downmix(block: np.ndarray) -> np.ndarray:
-    """(B, C) float32 -> (B,) float32, the average of the channels.
+def _downmix(block: np.ndarray, channel: int | None = None) -> np.ndarray:
+    """(B, C) float32 -> (B,) float32, the average of the channels (or channel ``channel``).
 
     Sample-wise (no reduction across rows), so downmixing a file block by block gives exactly
     the same samples as downmixing it whole.
     """
     channels = block.shape[1]
+    if channel is not None:
+        _check_channel(channel, channels, "the audio")
+        return np.ascontiguousarray(block[:, channel], dtype=np.float32)
     if channels == 1:
         return np.ascontiguousarray(block[:, 0], dtype=np.float32)
     total = block[:, 0].astype(np.float64)  # (B,)
     for c in range(1, channels):
         total += block[:, c]
     return (total / channels).astype(np.float32)
+
+
+def _check_channel(channel: int, channels: int, what: str) -> None:
+    if not 0 <= channel < channels:
+        names = {0: " (left)", 1: " (right)"}
+        raise AudioError(
+            f"{what} has {channels} channel{'s' if channels != 1 else ''}; there is no channel "
+            f"{channel}{names.get(channel, '')}"
+        )
 
 
 def _resample(mono: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -277,6 +313,7 @@ class _Header:
 
     sample_rate: int
     frames: int  # samples per channel
+    channels: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,26 +326,30 @@ class _Source:
     libsndfile_reason: str = ""  # why libsndfile refused the file (ffmpeg sources only)
 
 
-def load_audio(path: str | os.PathLike[str], target_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(
+    path: str | os.PathLike[str], target_rate: int = SAMPLE_RATE, *, channel: int | None = None
+) -> np.ndarray:
     """Read a whole audio file.
 
     Args:
         path: WAV/FLAC/OGG/MP3 (any sample encoding) or, with ffmpeg installed, any container
             ffmpeg decodes.
         target_rate: rate of the result in Hz.
+        channel: keep this channel (0-based: 0 left, 1 right) instead of averaging them, e.g.
+            one side of a stereo call recording.
 
     Returns:
-        (N,) float32 mono at ``target_rate``; channels are averaged, the rate is converted with
-        soxr (HQ) for libsndfile formats and by ffmpeg otherwise.
+        (N,) float32 mono at ``target_rate``; channels are averaged (or ``channel`` kept), the
+        rate is converted with soxr (HQ) for libsndfile formats and by ffmpeg otherwise.
 
     Raises:
         AudioError: one line naming the file (missing, empty, not audio, undecodable, sample rate
             below ``MIN_SAMPLE_RATE``, no samples, non-finite samples, ffmpeg needed).
     """
     _check_rate_argument("target_rate", target_rate)
-    source = _open_source(path)
+    source = _open_source(path, channel)
     if source.header is None:
-        mono = _ffmpeg_decode(source, target_rate)
+        mono = _ffmpeg_decode(source, target_rate, channel)
         if mono.size == 0:
             raise AudioError(f"{source.name}: no audio samples")
         _check_finite(source, mono)
@@ -319,7 +360,7 @@ def load_audio(path: str | os.PathLike[str], target_rate: int = SAMPLE_RATE) -> 
         raise AudioError(f"{source.name}: cannot decode audio: {_libsndfile_reason(err)}") from err
     if data.shape[0] == 0:
         raise AudioError(f"{source.name}: no audio samples")
-    mono = _downmix(data)
+    mono = _downmix(data, channel)
     _check_finite(source, mono)
     return _resample(mono, rate, target_rate)
 
@@ -340,7 +381,11 @@ def audio_duration(path: str | os.PathLike[str]) -> float:
 
 
 def iter_audio_blocks(
-    path: str | os.PathLike[str], block_seconds: float, target_rate: int = SAMPLE_RATE
+    path: str | os.PathLike[str],
+    block_seconds: float,
+    target_rate: int = SAMPLE_RATE,
+    *,
+    channel: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Read a file of any length block by block, in bounded memory.
 
@@ -357,12 +402,12 @@ def iter_audio_blocks(
     block_size = seconds_to_samples(block_seconds, target_rate)
     if block_size <= 0:
         raise AudioError(f"block_seconds must give at least one sample, got {block_seconds!r}")
-    source = _open_source(path)
+    source = _open_source(path, channel)
     if source.header is None:
-        pieces = _ffmpeg_pieces(source, target_rate, block_size)
+        pieces = _ffmpeg_pieces(source, target_rate, block_size, channel)
     else:
         read_size = max(1, seconds_to_samples(block_seconds, source.header.sample_rate))
-        pieces = _soundfile_pieces(source, target_rate, read_size)
+        pieces = _soundfile_pieces(source, target_rate, read_size, channel)
     blocks = _reblock(pieces, block_size)
     first = next(blocks, None)
     if first is None:
@@ -370,8 +415,9 @@ def iter_audio_blocks(
     return itertools.chain([first], blocks)
 
 
-def _open_source(path: str | os.PathLike[str]) -> _Source:
-    """Check the file and pick its decoder; raise AudioError for every problem found up front."""
+def _open_source(path: str | os.PathLike[str], channel: int | None = None) -> _Source:
+    """Check the file (and that it has ``channel``, when libsndfile reads it) and pick its
+    decoder; raise AudioError for every problem found up front."""
     name = os.fspath(path)
     file = Path(name)
     if not file.exists():
@@ -387,6 +433,10 @@ def _open_source(path: str | os.PathLike[str]) -> _Source:
             path=file, name=name, header=None, libsndfile_reason=_libsndfile_reason(err)
         )
         _check_ffmpeg_usable(source)
+        if channel is not None:
+            channels = _ffprobe_channels(source)
+            if channels is not None:  # ffmpeg's pan filter would give silence for a missing one
+                _check_channel(channel, channels, name)
         return source
     if info.samplerate < MIN_SAMPLE_RATE:
         raise AudioError(
@@ -394,8 +444,12 @@ def _open_source(path: str | os.PathLike[str]) -> _Source:
         )
     if info.frames == 0:
         raise AudioError(f"{name}: no audio samples")
+    if channel is not None:
+        _check_channel(channel, info.channels, name)
     return _Source(
-        path=file, name=name, header=_Header(sample_rate=info.samplerate, frames=info.frames)
+        path=file,
+        name=name,
+        header=_Header(sample_rate=info.samplerate, frames=info.frames, channels=info.channels),
     )
 
 
@@ -445,10 +499,11 @@ def _check_finite(source: _Source, mono: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _ffmpeg_command(source: _Source, target_rate: int) -> list[str]:
+def _ffmpeg_command(source: _Source, target_rate: int, channel: int | None = None) -> list[str]:
+    mono = ["-ac", "1"] if channel is None else ["-af", f"pan=mono|c0=c{channel}"]
     return [
         "ffmpeg", "-nostdin", "-v", "error", "-i", str(source.path),
-        "-f", "f32le", "-ac", "1", "-ar", str(target_rate), "-",
+        "-f", "f32le", *mono, "-ar", str(target_rate), "-",
     ]  # fmt: skip
 
 
@@ -466,11 +521,11 @@ def _ffmpeg_failure(source: _Source, stderr: bytes) -> AudioError:
     return AudioError(f"{source.name}: cannot decode audio: ffmpeg: {reason}")
 
 
-def _ffmpeg_decode(source: _Source, target_rate: int) -> np.ndarray:
+def _ffmpeg_decode(source: _Source, target_rate: int, channel: int | None = None) -> np.ndarray:
     """Whole file -> (N,) float32 mono at ``target_rate`` (ffmpeg resamples)."""
     try:
         result = subprocess.run(
-            _ffmpeg_command(source, target_rate), capture_output=True, check=False
+            _ffmpeg_command(source, target_rate, channel), capture_output=True, check=False
         )
     except OSError as err:
         raise AudioError(f"{source.name}: cannot run ffmpeg: {err.strerror}") from err
@@ -479,14 +534,16 @@ def _ffmpeg_decode(source: _Source, target_rate: int) -> np.ndarray:
     return np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
 
 
-def _ffmpeg_pieces(source: _Source, target_rate: int, block_size: int) -> Iterator[np.ndarray]:
+def _ffmpeg_pieces(
+    source: _Source, target_rate: int, block_size: int, channel: int | None = None
+) -> Iterator[np.ndarray]:
     """Stream ffmpeg's output: (B,) float32 pieces of at most ``block_size`` samples."""
     block_bytes = 4 * block_size
     # stderr goes to a file so that a chatty decoder can never block on a full pipe.
     with tempfile.TemporaryFile() as stderr_file:
         try:
             process = subprocess.Popen(
-                _ffmpeg_command(source, target_rate),
+                _ffmpeg_command(source, target_rate, channel),
                 stdout=subprocess.PIPE,
                 stderr=stderr_file,
                 stdin=subprocess.DEVNULL,
@@ -514,6 +571,22 @@ def _ffmpeg_pieces(source: _Source, target_rate: int, block_size: int) -> Iterat
             process.stdout.close()
 
 
+def _ffprobe_channels(source: _Source) -> int | None:
+    """Channels of the first audio stream, as ffprobe reports them (None: unknown)."""
+    if shutil.which("ffprobe") is None:
+        return None
+    command = [
+        "ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=channels",
+        "-of", "default=noprint_wrappers=1:nokey=1", str(source.path),
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(command, capture_output=True, check=False, text=True)
+    except OSError:
+        return None
+    text = result.stdout.strip()
+    return int(text) if text.isdigit() else None
+
+
 def _ffprobe_duration(source: _Source) -> float | None:
     if shutil.which("ffprobe") is None:
         return None
@@ -536,7 +609,9 @@ def _ffprobe_duration(source: _Source) -> float | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _soundfile_pieces(source: _Source, target_rate: int, read_size: int) -> Iterator[np.ndarray]:
+def _soundfile_pieces(
+    source: _Source, target_rate: int, read_size: int, channel: int | None = None
+) -> Iterator[np.ndarray]:
     """Read, downmix and stream-resample: (B,) float32 pieces at ``target_rate`` (sizes vary)."""
     assert source.header is not None
     rate = source.header.sample_rate
@@ -550,7 +625,7 @@ def _soundfile_pieces(source: _Source, target_rate: int, read_size: int) -> Iter
             while True:
                 block = file.read(read_size, dtype="float32", always_2d=True)  # (B, C)
                 last = block.shape[0] < read_size
-                mono = _downmix(block)
+                mono = _downmix(block, channel)
                 _check_finite(source, mono)
                 if resampler is not None:
                     mono = np.asarray(resampler.resample_chunk(mono, last=last), dtype=np.float32)

@@ -14,7 +14,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from echostream.audio import AudioError, prepare_waveform
+from echostream.audio import AudioError, parse_channel, prepare_waveform
 from echostream.encoders.base import (
     OFFLINE_CONTEXT,
     ChunkContext,
@@ -87,6 +87,7 @@ class TranscribeOptions:
     beam_size: int = 10
     ctc_weight: float = 0.3
     reverse_weight: float | None = None
+    channel: int | None = None  # keep this channel of every input (0 left, 1 right; None: average)
 
 
 class _InputError(AudioError):
@@ -122,7 +123,9 @@ class Model:
     def sample_rate(self) -> int:
         return self.bundle.fbank.sample_rate
 
-    def _inputs(self, audio: AudioLike | Sequence[AudioLike], sample_rate: int | None) -> list[AudioInput | _InputError]:
+    def _inputs(
+        self, audio: AudioLike | Sequence[AudioLike], sample_rate: int | None, channel: int | None = None
+    ) -> list[AudioInput | _InputError]:
         items: list[AudioLike]
         if isinstance(audio, (str, os.PathLike, np.ndarray)) or (
             isinstance(audio, tuple) and len(audio) == 2 and isinstance(audio[0], np.ndarray)
@@ -133,7 +136,7 @@ class Model:
         inputs: list[AudioInput | _InputError] = []
         for i, item in enumerate(items):
             if isinstance(item, (str, os.PathLike)):
-                inputs.append(AudioInput(name=os.fspath(item), path=os.fspath(item)))
+                inputs.append(AudioInput(name=os.fspath(item), path=os.fspath(item), channel=channel))
                 continue
             rate: int | None
             if isinstance(item, tuple) and len(item) == 2:
@@ -148,7 +151,8 @@ class Model:
                 inputs.append(_InputError(name, "a numpy array needs its sample rate (sample_rate=...)"))
                 continue
             try:
-                inputs.append(AudioInput(name=name, samples=prepare_waveform(samples, rate, self.sample_rate)))
+                inputs.append(AudioInput(
+                    name=name, samples=prepare_waveform(samples, rate, self.sample_rate, channel=channel)))
             except AudioError as err:
                 inputs.append(_InputError(name, str(err)))
         return inputs
@@ -198,6 +202,7 @@ class Model:
         beam_size: int = 10,
         ctc_weight: float = 0.3,
         reverse_weight: float | None = None,
+        channel: int | str | None = None,
     ) -> list[Transcript]:
         """Transcribe files (any length, any format soundfile or ffmpeg reads) or arrays.
 
@@ -218,8 +223,12 @@ class Model:
         30 s, so memory stays bounded for any duration; a piece whose best path is all blank
         gives no tokens without being searched. Tokens, their times and the segments come from the
         best CTC path of each piece's chosen sequence, as greedy ones come from the best path.
+
+        ``channel`` keeps one channel of every input instead of averaging them (``"left"``,
+        ``"right"`` or a 0-based number), e.g. one side of stereo call recordings.
         """
         options = TranscribeOptions(
+            channel=parse_channel(channel),
             chunk_size=chunk_size, left_context=left_context, right_context=right_context,
             sample_rate=sample_rate, batch_seconds=batch_seconds, block_seconds=block_seconds,
             max_silence=max_silence, decoding=decoding, beam_size=beam_size, ctc_weight=ctc_weight,
@@ -260,7 +269,7 @@ class Model:
         seconds = self.bundle.frame_seconds
         if max_silence < seconds:
             raise ValueError(f"max_silence must be at least one frame ({seconds} s), got {max_silence}")
-        inputs = self._inputs(audio, opts.sample_rate)
+        inputs = self._inputs(audio, opts.sample_rate, opts.channel)
         failed = [(i, Transcript(source=x.source, error=str(x))) for i, x in enumerate(inputs) if isinstance(x, _InputError)]
         good = [(i, x) for i, x in enumerate(inputs) if isinstance(x, AudioInput)]
         if failed:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from echostream.audio import parse_channel
 from echostream.cli.common import (
     CLIError,
     add_context_arguments,
@@ -50,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="transcribe on N Ray workers (the 'ray' extra; --threads per worker, default 1): "
                         "a local cluster, or --ray-address's")
     p.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (auto, ray://host:10001)")
+    p.add_argument("--channel", metavar="left|right|N",
+                   help="transcribe this channel of each file (0-based N), e.g. one side of a stereo call "
+                        "recording; the channels are averaged otherwise")
     p.add_argument("--batch-seconds", type=float, default=300.0, help="audio seconds encoded per step (bounds memory)")
     p.add_argument("--block-seconds", type=float, default=30.0, help="audio seconds read per input per step")
     p.add_argument("--decoding", choices=DECODINGS, default="greedy",
@@ -183,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     options = TranscribeOptions(
         chunk_size=args.chunk_size, left_context=args.left_context, right_context=args.right_context,
         batch_seconds=args.batch_seconds, block_seconds=args.block_seconds, decoding=args.decoding,
-        beam_size=args.beam_size,
+        beam_size=args.beam_size, channel=parse_channel(args.channel),
     )
     user_context(args.chunk_size, args.left_context, args.right_context or 0)  # before any worker starts
     done = failed = 0

@@ -59,6 +59,8 @@ class Utterance:
         offset: start of the segment in the file (seconds); ``None`` means the row is the whole file.
         speaker: speaker label, if known.
         language: language code (``"en"``, ``"vi"``...), if known.
+        channel: the channel that holds the speech (0-based: 0 left, 1 right), e.g. one side of
+            a stereo call recording; ``None`` means the average of all channels.
     """
 
     id: str
@@ -68,6 +70,7 @@ class Utterance:
     offset: float | None = None
     speaker: str | None = None
     language: str | None = None
+    channel: int | None = None
 
     def __post_init__(self) -> None:
         if not self.id or self.id != self.id.strip():
@@ -76,6 +79,8 @@ class Utterance:
             raise ValueError(f"{self.id}: audio path is empty")
         if not math.isfinite(self.duration) or self.duration < 0:
             raise ValueError(f"{self.id}: duration must be >= 0 seconds, got {self.duration!r}")
+        if self.channel is not None and not 0 <= self.channel < 64:
+            raise ValueError(f"{self.id}: channel must be in [0, 64), got {self.channel!r}")
         if self.offset is not None and (not math.isfinite(self.offset) or self.offset < 0):
             raise ValueError(f"{self.id}: offset must be >= 0 seconds, got {self.offset!r}")
 

@@ -39,11 +39,12 @@ class AudioInput:
     name: str
     path: str | None = None
     samples: np.ndarray | None = None  # (S,) float32 at the model's sample rate
+    channel: int | None = None  # of the file: this channel only (None: all averaged)
 
     def blocks(self, block_seconds: float, sample_rate: int) -> Iterator[np.ndarray]:
         """The audio in blocks of ``block_seconds`` (the last one shorter)."""
         if self.path is not None:
-            return iter_audio_blocks(self.path, block_seconds, sample_rate)
+            return iter_audio_blocks(self.path, block_seconds, sample_rate, channel=self.channel)
         assert self.samples is not None
         size = max(1, seconds_to_samples(block_seconds, sample_rate))
         samples = self.samples

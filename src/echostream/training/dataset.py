@@ -81,7 +81,8 @@ def prepare_examples(
 
 
 def load_utterance(row: Utterance, sample_rate: int) -> np.ndarray:
-    """The row's speech: (N,) float32 mono at ``sample_rate``; a segment when ``offset`` is set.
+    """The row's speech: (N,) float32 mono at ``sample_rate`` (its ``channel`` when set); a
+    segment when ``offset`` is set.
 
     Segments of files libsndfile reads are read alone; other files are decoded whole and cut.
 
@@ -89,13 +90,13 @@ def load_utterance(row: Utterance, sample_rate: int) -> np.ndarray:
         AudioError: the audio cannot be read (one line naming the file).
     """
     if row.offset is None:
-        return load_audio(row.audio, sample_rate)
+        return load_audio(row.audio, sample_rate, channel=row.channel)
     try:
         info = sf.info(row.audio)
     except (sf.LibsndfileError, RuntimeError):
         info = None
     if info is None:  # a container only ffmpeg decodes: decode all, then cut
-        whole = load_audio(row.audio, sample_rate)
+        whole = load_audio(row.audio, sample_rate, channel=row.channel)
         start = seconds_to_samples(row.offset, sample_rate)
         piece = whole[start : start + seconds_to_samples(row.duration, sample_rate)]
     else:
@@ -108,7 +109,9 @@ def load_utterance(row: Utterance, sample_rate: int) -> np.ndarray:
         except (sf.LibsndfileError, RuntimeError) as err:
             raise AudioError(f"{row.audio}: cannot decode audio: {err}") from None
         piece = (
-            prepare_waveform(data, rate, sample_rate) if data.shape[0] else np.zeros(0, np.float32)
+            prepare_waveform(data, rate, sample_rate, channel=row.channel)
+            if data.shape[0]
+            else np.zeros(0, np.float32)
         )
     if piece.size == 0:
         raise AudioError(f"{row.audio}: no samples in [{row.offset}, {row.end}) s")

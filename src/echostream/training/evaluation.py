@@ -294,7 +294,7 @@ def evaluate(
         inputs: list[AudioLike] = []
         readable: list[Utterance] = []
         for row in lot:
-            if row.offset is None:
+            if row.offset is None and row.channel is None:
                 inputs.append(row.audio)
             else:
                 try:
