@@ -47,6 +47,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
             offset=0.5,
             speaker="spk1",
             language="en",
+            channel=1,
         ),
     ]
     manifest = tmp_path / "lists" / "m.jsonl"

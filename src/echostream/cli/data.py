@@ -13,6 +13,7 @@ from echostream.extras import require
 
 if TYPE_CHECKING:
     from echostream.data.augment import ConditionsConfig
+    from echostream.data.synth import VoiceSelection
 
 
 def add_manifest_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,12 +55,19 @@ def add_synth_parser(sub: argparse._SubParsersAction) -> None:
         "kal16, awb, rms), festival (kal_diphone, cmu_us_slt_arctic_hts; evaluation only). Name an engine or "
         "engine:PATTERN, e.g. 'espeak:en-gb*+f?,flite:slt'. .ci/install-tts installs the engines.",
     )
-    p.add_argument("--sentences", required=True, help="text file, one sentence per line ('#' lines skipped)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--sentences", help="text file, one sentence per line ('#' lines skipped)")
+    what.add_argument("--dialogues", help="JSONL calls ({id, turns: [{role: agent|customer, text}]}): each call "
+                                          "a stereo WAV (agent left, customer right), one manifest row per turn")
     p.add_argument("--out", required=True, help="folder for wav/ and manifest.jsonl")
     p.add_argument("--voices", default="espeak,mbrola,flite", help="engines or engine:PATTERN, comma-separated")
     p.add_argument("--rate", default="0.85:1.2", help="speaking rate factor LOW:HIGH or one value")
     p.add_argument("--pitch", default="-2:2", help="pitch shift in semitones LOW:HIGH or one value")
     p.add_argument("--renditions", type=int, default=1, help="renditions of each sentence")
+    p.add_argument("--pause", default="0.2:0.9", help="--dialogues: seconds between turns LOW:HIGH")
+    p.add_argument("--overlap", default="0.1:0.4", help="--dialogues: seconds a turn may start early LOW:HIGH")
+    p.add_argument("--overlap-probability", type=float, default=0.2,
+                   help="--dialogues: share of turns that start before the other side has finished")
     p.add_argument("--seed", type=int, required=True, help="seed of the rate, pitch and voice draws (same seed: same audio)")
     p.add_argument("--workers", type=int, default=2, help="engine processes at a time")
     p.add_argument("--id-prefix", help="utterance id prefix (default: the sentence file's name)")
@@ -182,18 +190,11 @@ def run_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_synth(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+def _voices(spec: str) -> VoiceSelection:
+    """The voices ``spec`` names, with warnings for the missing ones and evaluation-only ones."""
     from echostream.data import synth
 
-    config = synth.SynthConfig(
-        rate=_range(args.rate, "rate"), pitch=_range(args.pitch, "pitch"), renditions=args.renditions,
-        seed=args.seed, workers=args.workers, id_prefix=args.id_prefix or Path(args.sentences).stem,
-        language=args.language,
-    )
-    sentences = synth.read_sentences(args.sentences)
-    selection = synth.select_voices(args.voices)
+    selection = synth.select_voices(spec)
     reasons: dict[str, list[str]] = {}
     for missing in selection.missing:
         reasons.setdefault(missing.reason, []).append(missing.voice.speaker)
@@ -204,6 +205,44 @@ def run_synth(args: argparse.Namespace) -> int:
     elif any(synth.is_evaluation_speaker(v) for v in selection.available):
         print("note: the CMU ARCTIC speaker slt is for evaluation only, in every engine; do not train on "
               "this output", file=sys.stderr)
+    return selection
+
+
+def _run_dialogues(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from echostream.data.dialogue import CallConfig, read_dialogues, render_dialogues
+
+    config = CallConfig(
+        pause=_range(args.pause, "pause"), overlap=_range(args.overlap, "overlap"),
+        overlap_probability=args.overlap_probability, rate=_range(args.rate, "rate"),
+        pitch=_range(args.pitch, "pitch"), seed=args.seed, workers=args.workers,
+    )
+    dialogues = read_dialogues(args.dialogues)
+    selection = _voices(args.voices)
+    with tqdm(total=len(dialogues), unit="call", desc="rendering calls", disable=None, file=sys.stderr) as bar:
+        rows, failures = render_dialogues(dialogues, args.out, selection.available, config, progress=bar.update)
+    report_problems(failures, shown=len(failures))
+    seconds = sum(row.duration for row in rows)
+    print(f"{len(dialogues) - len(failures)} of {len(dialogues)} calls ({len(rows)} turns, {seconds / 60:.1f} min "
+          f"of speech) written to {Path(args.out) / 'manifest.jsonl'}", file=sys.stderr)
+    return 0 if rows else 1
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from echostream.data import synth
+
+    if args.dialogues:
+        return _run_dialogues(args)
+    config = synth.SynthConfig(
+        rate=_range(args.rate, "rate"), pitch=_range(args.pitch, "pitch"), renditions=args.renditions,
+        seed=args.seed, workers=args.workers, id_prefix=args.id_prefix or Path(args.sentences).stem,
+        language=args.language,
+    )
+    sentences = synth.read_sentences(args.sentences)
+    selection = _voices(args.voices)
     total = len(sentences) * config.renditions
     with tqdm(total=total, unit="utt", desc="synthesising", disable=None, file=sys.stderr) as bar:
         result = synth.synthesize(sentences, args.out, selection.available, config, progress=bar.update)

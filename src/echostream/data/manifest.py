@@ -156,7 +156,7 @@ def _row_dict(row: Utterance, base: Path) -> dict[str, Any]:
         "text": row.text,
         "duration": round(row.duration, 4),
     }
-    for key in ("offset", "speaker", "language"):
+    for key in ("offset", "speaker", "language", "channel"):
         value = getattr(row, key)
         if value is not None:
             data[key] = round(value, 4) if key == "offset" else value

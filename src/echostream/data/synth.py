@@ -309,7 +309,9 @@ def _mbrola_probe(name: str) -> str | None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Job:
+class RenderJob:
+    """One rendition: its id, text, voice, speaking rate factor and pitch shift."""
+
     id: str
     text: str
     voice: Voice
@@ -367,8 +369,8 @@ def synthesize(
     rows: list[Utterance] = []
     failures: list[SynthFailure] = []
 
-    def run(job: _Job) -> Utterance | SynthFailure:
-        return _render(job, wav_dir / f"{job.id}.wav", config.language)
+    def run(job: RenderJob) -> Utterance | SynthFailure:
+        return render_job(job, wav_dir / f"{job.id}.wav", config.language)
 
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
         for outcome in pool.map(run, jobs):
@@ -383,7 +385,7 @@ def synthesize(
     return SynthResult(manifest=manifest, rows=tuple(rows), failures=tuple(failures))
 
 
-def _plan(sentences: Sequence[str], voices: Sequence[Voice], config: SynthConfig) -> list[_Job]:
+def _plan(sentences: Sequence[str], voices: Sequence[Voice], config: SynthConfig) -> list[RenderJob]:
     """One job per rendition, voices balanced across engines, every draw from ``config.seed``."""
     rng = random.Random(config.seed)
     engines = sorted({v.engine for v in voices}, key=ENGINES.index)
@@ -402,7 +404,7 @@ def _plan(sentences: Sequence[str], voices: Sequence[Voice], config: SynthConfig
         used[engine] += 1
         suffix = f"-{rendition}" if config.renditions > 1 else ""
         jobs.append(
-            _Job(
+            RenderJob(
                 id=f"{config.id_prefix}-{index:0{width}d}{suffix}",
                 text=sentences[index],
                 voice=voice,
@@ -413,7 +415,7 @@ def _plan(sentences: Sequence[str], voices: Sequence[Voice], config: SynthConfig
     return jobs
 
 
-def _engine_command(job: _Job, raw: Path) -> tuple[list[str], str | None]:
+def _engine_command(job: RenderJob, raw: Path) -> tuple[list[str], str | None]:
     """The engine's command line and its standard input."""
     stretch = f"{1.0 / job.rate:.3f}"
     if job.voice.engine in ("espeak", "mbrola"):
@@ -426,7 +428,8 @@ def _engine_command(job: _Job, raw: Path) -> tuple[list[str], str | None]:
     return ["text2wave", "-eval", evals[0], "-eval", evals[1], "-o", str(raw)], job.text
 
 
-def _render(job: _Job, wav: Path, language: str) -> Utterance | SynthFailure:
+def render_job(job: RenderJob, wav: Path, language: str) -> Utterance | SynthFailure:
+    """Speak ``job`` into ``wav`` (16 kHz mono 16-bit); its manifest row, or why it failed."""
     with tempfile.TemporaryDirectory(prefix="echostream-synth-") as tmp:
         raw = Path(tmp) / "raw.wav"
         command, stdin = _engine_command(job, raw)
