@@ -18,6 +18,7 @@ from echostream.data.synth import (
     Voice,
     _plan,
     catalogue,
+    is_evaluation_speaker,
     read_sentences,
     select_voices,
     synthesize,
@@ -236,3 +237,26 @@ def test_cli_synth_names_the_evaluation_speaker(tmp_path: Path, capsys: pytest.C
     assert "the CMU ARCTIC speaker slt is for evaluation only" in capsys.readouterr().err
     assert main([*args, "flite:awb", "--out", str(tmp_path / "awb")]) == 0
     assert "for evaluation only" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine,voice", [("rhvoice", "alan"), ("pico", "en-GB")])
+def test_rhvoice_and_pico_render_at_the_rate_drawn(tmp_path: Path, engine: str, voice: str) -> None:
+    chosen = select_voices(f"{engine}:{voice}")
+    if not chosen.available:
+        pytest.skip(f"{engine} not installed: {chosen.missing[0].reason}")
+    durations = {}
+    for rate in (0.8, 1.25):
+        config = SynthConfig(rate=(rate, rate), pitch=(0.0, 0.0), seed=0, id_prefix=f"r{int(rate * 100)}")
+        result = synthesize(SENTENCES[:1], tmp_path / str(rate), chosen.available, config)
+        assert result.failures == () and result.rows[0].speaker == f"{engine}:{voice}"
+        info = sf.info(result.rows[0].audio)
+        assert info.samplerate == 16000 and info.channels == 1
+        durations[rate] = result.rows[0].duration
+    assert durations[0.8] > 1.3 * durations[1.25]  # slower speech lasts longer
+
+
+def test_rhvoice_voices_and_their_evaluation_speaker() -> None:
+    names = {v.name for v in catalogue("rhvoice")}
+    assert names == {"alan", "bdl", "clb", "slt"}  # never evgeniy-eng or lyubov (non-commercial)
+    assert is_evaluation_speaker(Voice(engine="rhvoice", name="slt"))
+    assert not is_evaluation_speaker(Voice(engine="rhvoice", name="alan"))

@@ -11,7 +11,15 @@ mbrola     ``mb-us1``, ``mb-us2``, ``mb-us3``, ``mb-en1``     ``espeak-ng -v mb-
                                                               and the ``mbrola-us1`` ... packages)
 flite      ``slt``, ``kal``, ``kal16``, ``awb``, ``rms``      ``flite -voice slt``
 festival   ``kal_diphone``, ``cmu_us_slt_arctic_hts``         ``text2wave -eval (voice_kal_diphone)``
+rhvoice    ``alan``, ``bdl``, ``clb``, ``slt``                 ``RHVoice-test -p alan -r PERCENT``
+                                                              (``rhvoice-english``, non-free section)
+pico       ``en-US``, ``en-GB``                               ``pico2wave -l en-GB`` (SVOX Pico,
+                                                              ``libttspico-utils``; rate by ``sox
+                                                              tempo``)
 =========  =================================================  ========================================
+
+RHVoice's English package also holds the voices evgeniy-eng and lyubov, whose licence forbids
+commercial use: they are not in the catalogue.
 
 **Festival voices are for evaluation only.** They are accepted (``--voices festival``) so that a
 test set can be spoken by voices no training set has heard; training recipes never select them.
@@ -50,8 +58,8 @@ import soundfile as sf
 from echostream.audio import SAMPLE_RATE
 from echostream.data.manifest import Utterance, write_manifest
 
-ENGINES = ("espeak", "mbrola", "flite", "festival")
-TRAINING_ENGINES = ("espeak", "mbrola", "flite")
+ENGINES = ("espeak", "mbrola", "flite", "festival", "rhvoice", "pico")
+TRAINING_ENGINES = ("espeak", "mbrola", "flite", "rhvoice", "pico")
 """Engines a training set may use; festival is kept for evaluation."""
 ESPEAK_ACCENTS = (
     "en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
@@ -61,6 +69,9 @@ ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "
 MBROLA_VOICES = ("mb-us1", "mb-us2", "mb-us3", "mb-en1")
 FLITE_VOICES = ("slt", "kal", "kal16", "awb", "rms")  # awb_time only speaks times of day
 FESTIVAL_VOICES = ("kal_diphone", "cmu_us_slt_arctic_hts")
+RHVOICE_VOICES = ("alan", "bdl", "clb", "slt")  # LGPL; slt is an evaluation speaker
+RHVOICE_DIR = Path("/usr/share/RHVoice/voices")
+PICO_VOICES = ("en-US", "en-GB")
 EVALUATION_SPEAKERS = ("slt",)  # CMU ARCTIC speakers reserved for evaluation, in any engine
 ESPEAK_DEFAULT_WPM = 175
 MANIFEST_NAME = "manifest.jsonl"
@@ -190,6 +201,10 @@ def catalogue(engine: str) -> tuple[Voice, ...]:
         names = list(FLITE_VOICES)
     elif engine == "festival":
         names = list(FESTIVAL_VOICES)
+    elif engine == "rhvoice":
+        names = list(RHVOICE_VOICES)
+    elif engine == "pico":
+        names = list(PICO_VOICES)
     else:
         raise SynthError(f"unknown TTS engine {engine!r} (known: {', '.join(ENGINES)})")
     return tuple(Voice(engine=engine, name=n) for n in names)
@@ -250,6 +265,12 @@ def _unavailable_reason(voice: Voice) -> str | None:
             if voice.name in _flite_voices()
             else f"flite has no voice {voice.name} ({_INSTALL_HINT})"
         )
+    if voice.engine == "rhvoice":
+        if shutil.which("RHVoice-test") is None:
+            return f"RHVoice is not installed (rhvoice, rhvoice-english; {_INSTALL_HINT})"
+        return None if (RHVOICE_DIR / voice.name).is_dir() else f"RHVoice has no voice {voice.name}"
+    if voice.engine == "pico":
+        return None if shutil.which("pico2wave") else f"pico2wave is not installed (libttspico-utils; {_INSTALL_HINT})"
     if shutil.which("text2wave") is None:
         return f"festival is not installed ({_INSTALL_HINT})"
     return (
@@ -424,6 +445,10 @@ def _engine_command(job: RenderJob, raw: Path) -> tuple[list[str], str | None]:
     if job.voice.engine == "flite":
         command = ["flite", "-voice", job.voice.name, "--setf", f"duration_stretch={stretch}"]
         return [*command, "-o", str(raw), "-t", job.text], None
+    if job.voice.engine == "rhvoice":
+        return ["RHVoice-test", "-p", job.voice.name, "-r", str(round(100 * job.rate)), "-o", str(raw)], job.text
+    if job.voice.engine == "pico":  # no rate of its own: sox tempo (render_job)
+        return ["pico2wave", "-l", job.voice.name, "-w", str(raw), job.text], None
     evals = [f"(voice_{job.voice.name})", f"(Parameter.set 'Duration_Stretch {stretch})"]
     return ["text2wave", "-eval", evals[0], "-eval", evals[1], "-o", str(raw)], job.text
 
@@ -439,6 +464,8 @@ def render_job(job: RenderJob, wav: Path, language: str) -> Utterance | SynthFai
         if error is None:
             cents = round(job.pitch * 100)
             effects = ["pitch", str(cents)] if cents else []
+            if job.voice.engine == "pico" and abs(job.rate - 1.0) > 1e-3:
+                effects += ["tempo", "-s", f"{job.rate:.3f}"]
             sox = ["sox", "-R", "-G", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16"]
             error = _run([*sox, "-e", "signed-integer", str(wav), *effects], None)
     duration = 0.0
