@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Fill the block of recipes/callbot/RESULTS.md from exp/eval: WER and CER of the starting model
+and of the fine-tuned one on every test set, and their ratio.
+
+    python3 recipes/callbot/results.py --exp recipes/callbot/exp --init default
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+RATE = re.compile(r"^(WER|CER) ([0-9.]+)%")
+SETS = [
+    ("test_line", "held-out calls, drawn lines + noise 5-15 dB (the recipe's mix)"),
+    ("calls_test", "held-out calls, clean 16 kHz (no line)"),
+    *[(f"test_codec_{c}", f"line with {c} only") for c in
+      ("mulaw", "alaw", "gsm", "amr-nb", "g722", "g726", "speex", "codec2", "opus")],
+    *[(f"test_snr_{b}", f"line + noise at {b.replace('-', ' to ')} dB SNR") for b in ("5-10", "10-15", "15-20")],
+    ("fsdd_test", "FSDD real 8 kHz digits (recipes/synth_en fsdd/test)"),
+]  # fmt: skip
+
+
+def rates(path: Path) -> dict[str, float] | None:
+    if not path.is_file():
+        return None
+    found = {}
+    for line in path.read_text(encoding="utf-8").splitlines()[:3]:
+        match = RATE.match(line)
+        if match:
+            found[match.group(1)] = float(match.group(2))
+    return found if "WER" in found else None
+
+
+def table(exp: Path) -> str:
+    lines = [
+        "| test set | WER before | WER after | after / before | CER before | CER after |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, label in SETS:
+        before, after = rates(exp / "eval" / f"init_{name}.txt"), rates(exp / "eval" / f"finetuned_{name}.txt")
+        if before is None or after is None:
+            continue
+        ratio = after["WER"] / before["WER"] if before["WER"] > 0 else float("nan")
+        lines.append(
+            f"| {label} | {before['WER']:.2f} | {after['WER']:.2f} | {ratio:.2f} | "
+            f"{before.get('CER', float('nan')):.2f} | {after.get('CER', float('nan')):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp", required=True, type=Path)
+    parser.add_argument("--init", required=True)
+    args = parser.parse_args()
+    report = args.exp / "finetune" / "report.md"
+    block = (
+        f"{BEGIN}\nFilled by `run.sh` on {datetime.date.today().isoformat()}; starting model `{args.init}`, "
+        f"greedy CTC at chunk/left/right 64/128/128 (the fine-tuning context).\n\n{table(args.exp)}\n\n"
+        + (report.read_text(encoding="utf-8").split("\n", 2)[2].strip() + "\n" if report.is_file() else "")
+        + END
+    )
+    results = HERE / "RESULTS.md"
+    text = results.read_text(encoding="utf-8") if results.is_file() else f"# callbot: results\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        print(f"{results}: no {BEGIN} ... {END} block", file=sys.stderr)
+        return 1
+    head, rest = text.split(BEGIN, 1)
+    results.write_text(head + block + rest.split(END, 1)[1], encoding="utf-8")
+    print(table(args.exp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

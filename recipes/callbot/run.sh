@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Call-bot fine-tuning, end to end: call-centre dialogues rendered as two-sided calls, a telephony
+# copy through simulated telephone lines, ONE fine-tuning step of a trained model on telephony 80 %
+# + conversation 20 % (echostream finetune, the ChunkFormer team's recipe), and the evaluation
+# before and after per codec and per SNR band.
+#
+#   recipes/callbot/run.sh [--stage N] [--stop-stage N]
+#
+# Stages (each skips what an earlier run finished, so the script can be rerun after a stop):
+#   0  text        dialogues.py: train (CALLS calls), valid (40 calls of the training phrasings,
+#                  other draws), test (80 calls of held-out phrasings and fill-ins)
+#   1  calls       echostream synth --dialogues: stereo calls, agent left, customer right;
+#                  train/valid with training voices, test with held-out voices
+#   2  telephony   echostream augment --channel: every turn through a drawn telephone line
+#                  (8 kHz, band-pass, codec, packet loss, clipping); the test turns through drawn
+#                  lines with noise, and a quarter of them per codec and per SNR band
+#   3  finetune    echostream finetune --init INIT (default: the bundled default model)
+#   4  evaluate    INIT and the fine-tuned model on every test set -> exp/eval/*.txt, RESULTS.md
+#
+# Environment: PYTHON (as in recipes/synth_en), INIT (default: default), CALLS (training calls,
+# default 600), EXP (default recipes/callbot/exp), FINETUNE_ARGS (extra echostream finetune
+# arguments, e.g. "--lr 2e-4 --warmup-steps 300" for a small model), THREADS.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+data=$here/data
+exp=${EXP:-$here/exp}
+init=${INIT:-default}
+calls=${CALLS:-600}
+threads=${THREADS:-0}
+stage=0
+stop_stage=4
+while [ $# -gt 0 ]; do
+  case $1 in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    *) echo "run.sh: unknown argument $1 (use --stage N, --stop-stage N)" >&2; exit 2 ;;
+  esac
+done
+if [ -z "${PYTHON:-}" ]; then
+  if [ -n "${VIRTUAL_ENV:-}" ]; then PYTHON=$VIRTUAL_ENV/bin/python
+  elif [ -x "$repo/.venv/bin/python" ]; then PYTHON=$repo/.venv/bin/python
+  else PYTHON=python3; fi
+fi
+echostream() { "$PYTHON" -m echostream.cli.main "$@"; }
+stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+# Training voices are synth_en's; the test voices are ones no training set has heard.
+TRAIN_VOICES='espeak:*+m[1-5],espeak:*+f[1-3],mbrola:mb-us1,mbrola:mb-us2,mbrola:mb-en1,flite:kal,flite:kal16,flite:awb'
+TEST_VOICES='espeak:*+m[67],espeak:*+f4,mbrola:mb-us3,flite:rms'
+CODECS=(mulaw alaw gsm amr-nb g722 g726 speex codec2 opus)
+SNR_BANDS=(5:10 10:15 15:20)
+
+if stage_on 0; then
+  echo "== stage 0: dialogue text"
+  mkdir -p "$data"
+  [ -s "$data/train.jsonl" ] || "$PYTHON" "$here/dialogues.py" --split train --calls "$calls" --seed 1 > "$data/train.jsonl"
+  [ -s "$data/valid.jsonl" ] || "$PYTHON" "$here/dialogues.py" --split train --calls 40 --seed 7 > "$data/valid.jsonl"
+  [ -s "$data/test.jsonl" ] || "$PYTHON" "$here/dialogues.py" --split heldout --calls 80 --seed 2 > "$data/test.jsonl"
+fi
+
+if stage_on 1; then
+  echo "== stage 1: two-sided calls"
+  for set in train valid test; do
+    [ -s "$data/calls_$set/manifest.jsonl" ] && continue
+    voices=$TRAIN_VOICES; [ "$set" = test ] && voices=$TEST_VOICES
+    echostream synth --dialogues "$data/$set.jsonl" --out "$data/calls_$set" --voices "$voices" --seed 11
+  done
+fi
+
+if stage_on 2; then
+  echo "== stage 2: telephone lines"
+  line() {  # line OUT MANIFEST SEED [augment options]
+    local out=$1 manifest=$2 seed=$3; shift 3
+    [ -s "$out/manifest.jsonl" ] || echostream augment --manifest "$manifest" --out "$out" --seed "$seed" "$@"
+  }
+  line "$data/telephony_train" "$data/calls_train/manifest.jsonl" 21 --channel
+  line "$data/telephony_valid" "$data/calls_valid/manifest.jsonl" 22 --channel
+  line "$data/test_line" "$data/calls_test/manifest.jsonl" 23 --channel --noise --snr 5:15
+  # per codec and per SNR band: every fourth test turn (about 280 turns, 11 minutes) each
+  awk 'NR % 4 == 1' "$data/calls_test/manifest.jsonl" > "$data/calls_test/quarter.jsonl"
+  for codec in "${CODECS[@]}"; do
+    line "$data/test_codec_$codec" "$data/calls_test/quarter.jsonl" 24 --channel --codecs "$codec"
+  done
+  for band in "${SNR_BANDS[@]}"; do
+    line "$data/test_snr_${band/:/-}" "$data/calls_test/quarter.jsonl" 25 --channel --noise --snr "$band"
+  done
+fi
+
+if stage_on 3; then
+  echo "== stage 3: fine-tune $init"
+  # shellcheck disable=SC2086  # FINETUNE_ARGS is a list of arguments
+  echostream finetune --init "$init" --data "$data/telephony_train/manifest.jsonl:0.8" \
+    --data "$data/calls_train/manifest.jsonl:0.2" --valid "$data/telephony_valid/manifest.jsonl" \
+    --out "$exp/finetune" --threads "$threads" ${FINETUNE_ARGS:-}
+fi
+
+if stage_on 4; then
+  echo "== stage 4: evaluate"
+  mkdir -p "$exp/eval"
+  sets=(test_line calls_test)
+  for codec in "${CODECS[@]}"; do sets+=("test_codec_$codec"); done
+  for band in "${SNR_BANDS[@]}"; do sets+=("test_snr_${band/:/-}"); done
+  fsdd=$repo/recipes/synth_en/data/fsdd/test.jsonl   # real 8 kHz speakers (recipes/synth_en stage 0)
+  for model in init finetuned; do
+    path=$init; [ $model = finetuned ] && path=$exp/finetune/model
+    for set in "${sets[@]}" fsdd_test; do
+      manifest=$data/$set/manifest.jsonl; [ $set = fsdd_test ] && manifest=$fsdd
+      result=$exp/eval/${model}_$set
+      [ -s "$result.txt" ] || [ ! -s "$manifest" ] && continue
+      echostream eval --manifest "$manifest" --model "$path" --out "$result.jsonl" --threads "$threads" \
+        --worst 5 > "$result.txt"
+    done
+  done
+  "$PYTHON" "$here/results.py" --exp "$exp" --init "$init"
+fi
