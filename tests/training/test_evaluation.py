@@ -111,3 +111,27 @@ def test_eval_with_nothing_readable_reports_no_rate(
         == "no utterance could be scored (1 unreadable, 0 with an empty transcript): WER and CER undefined"
     )
     assert "warning: a:" in stderr and "not found" in stderr
+
+
+def test_speechless_rows_count_the_words_output_for_them(corpus, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import numpy as np
+
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, 0.3 * np.random.default_rng(0).standard_normal(32000), 16000)
+    rows = [corpus.rows[0], Utterance(id="noise", audio=str(noise), text="", duration=2.0)]
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, rows)
+    model = load_model(FIXTURE_MODEL)
+    plain = evaluate(model, rows, chunk_size=8, left_context=16, right_context=4, normalizer=None)
+    scored = evaluate(model, rows, chunk_size=8, left_context=16, right_context=4, normalizer=None,
+                      score_empty=True)  # fmt: skip
+    assert plain.skipped_empty == 1 and [u.id for u in plain.utterances] == [rows[0].id]
+    assert scored.skipped_empty == 0 and [u.id for u in scored.utterances] == [rows[0].id, "noise"]
+    silent = scored.utterances[1]
+    assert silent.words.reference_length == 0 and silent.words.insertions == len(silent.hypothesis.split())
+    assert scored.words.reference_length == plain.words.reference_length
+    assert main(["eval", "--manifest", str(manifest), "--model", str(FIXTURE_MODEL), "--score-empty",
+                 "--chunk-size", "8", "--left-context", "16", "--right-context", "4"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"without speech: 1 utterances, {int(bool(silent.hypothesis))} with output, " in out

@@ -279,3 +279,32 @@ def test_train_refuses_to_overwrite_and_names_bad_keys(
         == 1
     )
     assert "either model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_speechless_rows_train_only_when_asked(
+    corpus, tmp_path: Path, make_config: Callable[..., Path], keep: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """Rows with an empty transcript (silence, noise) are left out with a count, or, with
+    data.empty_transcripts, trained on with no target tokens (a finite loss)."""
+    import numpy as np
+    import soundfile as sf
+
+    lines = corpus.train.read_text().splitlines()
+    for i in range(4):
+        path = tmp_path / f"noise{i}.wav"
+        sf.write(path, 0.1 * np.random.default_rng(i).standard_normal(24000), 16000)
+        lines.append(json.dumps({"id": f"noise{i}", "audio": str(path), "text": "", "duration": 1.5}))
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    changes = {
+        "data": {"train": [str(tmp_path / "train.jsonl")], "empty_transcripts": keep},
+        "sampler": {"max_batch_size": 14, "max_batch_seconds": 100.0, "bucket_boundaries": []},
+        "max_steps": 2,
+        "validation": {"every_steps": 2},
+    }
+    messages: list[str] = []
+    result = train(load_train_config(make_config(tmp_path, changes)), tmp_path / "exp", on_message=messages.append)
+    summary = next(m for m in messages if m.startswith("train:"))
+    assert ("14 utterances" in summary) == keep and ("left out 4 empty text" in summary) == (not keep)
+    losses = _losses(tmp_path / "exp")
+    assert result.step == 2 and all(math.isfinite(v) for v in losses.values())

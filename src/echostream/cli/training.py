@@ -105,6 +105,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--worst", type=int, default=10, help="list this many worst utterances")
     p.add_argument("--out", help="write per-utterance results here (JSONL)")
     p.add_argument("--no-normalize", action="store_true", help="score the texts as written (default: normalised)")
+    p.add_argument("--score-empty", action="store_true",
+                   help="decode rows with an empty transcript too (silence, noise): their output words are insertions")
     add_device_arguments(p)
 
 
@@ -304,7 +306,7 @@ def run_eval(args: argparse.Namespace) -> int:
             model, rows, chunk_size=args.chunk_size, left_context=args.left_context,
             right_context=args.right_context, decoding=args.decoding, beam_size=args.beam_size,
             normalizer=None if args.no_normalize else DEFAULT_NORMALIZER, group_by=args.group_by,
-            progress=lambda s: bar.update(s),
+            progress=lambda s: bar.update(s), score_empty=args.score_empty,
         )
     for failure in report.failed[:20]:
         print(f"warning: {failure}", file=sys.stderr)

@@ -215,11 +215,13 @@ def validate_manifest(
     tolerance: float = DURATION_TOLERANCE,
     decode: bool = False,
     progress: Callable[[int], None] | None = None,
+    allow_empty_text: bool = False,
 ) -> tuple[list[Utterance], list[ManifestProblem]]:
     """Split rows into those a training epoch can use and those it would fail on.
 
     A row is set aside when its id repeats an earlier row's, its audio is missing or unreadable,
-    its text is empty (after stripping), or its duration disagrees with the file: a whole-file row
+    its text is empty (after stripping; unless ``allow_empty_text``: audio without speech), or its
+    duration disagrees with the file: a whole-file row
     (``offset is None``) must match the file's duration within ``tolerance`` seconds, a segment must
     end no later than ``tolerance`` after the file does. Durations come from the file header; with
     ``decode=True`` every file is also decoded in full (slow; catches corrupt sample data).
@@ -239,7 +241,7 @@ def validate_manifest(
     seen: set[str] = set()
     file_durations: dict[str, float | ManifestProblem] = {}  # an audio file is checked once
     for row in rows:
-        problem = _check_row(row, seen, file_durations, tolerance, decode)
+        problem = _check_row(row, seen, file_durations, tolerance, decode, allow_empty_text)
         seen.add(row.id)
         if problem is None:
             good.append(row)
@@ -256,12 +258,13 @@ def _check_row(
     file_durations: dict[str, float | ManifestProblem],
     tolerance: float,
     decode: bool,
+    allow_empty_text: bool = False,
 ) -> ManifestProblem | None:
     if row.id in seen:
         return ManifestProblem(
             id=row.id, kind=ProblemKind.DUPLICATE_ID, message="id repeats an earlier row"
         )
-    if not row.text.strip():
+    if not row.text.strip() and not allow_empty_text:
         return ManifestProblem(
             id=row.id, kind=ProblemKind.EMPTY_TEXT, message="transcript is empty"
         )

@@ -70,11 +70,16 @@ class DataConfig:
     of concatenating them: each epoch holds as many utterances as they all do, a manifest giving
     its weight's share (``[0.8, 0.2]``: 80 % of every epoch from the first), so a small source is
     repeated and a large one subsampled. Empty: every row once per epoch.
+
+    ``empty_transcripts``: rows whose transcript is empty are trained on as audio without speech
+    (silence, noise, hold music): the model learns to output nothing for them. Otherwise they are
+    left out with a count.
     """
 
     train: tuple[str, ...]
     valid: tuple[str, ...]
     train_weights: tuple[float, ...] = ()
+    empty_transcripts: bool = False
     min_duration: float = 0.2
     max_duration: float = 30.0
     decode_check: bool = False

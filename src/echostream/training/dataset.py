@@ -51,13 +51,16 @@ def prepare_examples(
     min_duration: float,
     max_duration: float,
     decode_check: bool = False,
+    keep_empty: bool = False,
 ) -> tuple[list[Example], Counter[str]]:
     """Check rows against their audio and tokenise them.
 
     Returns the usable examples (in manifest order) and how many rows were left out, by reason
     (``validate_manifest``'s kinds, ``too short``, ``too long``, ``empty after normalisation``).
+    With ``keep_empty``, rows whose transcript is empty are kept with no tokens: audio without
+    speech (silence, noise, music) that the model learns to give nothing for.
     """
-    good, problems = validate_manifest(rows, decode=decode_check)
+    good, problems = validate_manifest(rows, decode=decode_check, allow_empty_text=keep_empty)
     skipped: Counter[str] = Counter({str(k): n for k, n in problem_counts(problems).items()})
     examples = []
     for row in good:
@@ -73,7 +76,7 @@ def prepare_examples(
             else " ".join(row.text.split())
         )
         tokens = tuple(tokenizer.encode(text)) if text else ()
-        if not tokens:
+        if not tokens and not (keep_empty and not text):
             skipped["empty after normalisation"] += 1
             continue
         examples.append(Example(row=row, text=text, tokens=tokens))

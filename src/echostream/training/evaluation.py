@@ -268,12 +268,15 @@ def evaluate(
     normalizer: NormalizerConfig | None,
     group_by: str | None = None,
     progress: Callable[[float], None] | None = None,
+    score_empty: bool = False,
 ) -> EvalReport:
     """Transcribe every row with ``model`` and score it against the row's transcript.
 
     Whole-file rows are decoded from their files (any length); segment rows (with ``offset``)
     are read and decoded as arrays. A row whose audio cannot be read is listed in ``failed``;
-    a row whose normalised transcript is empty is counted in ``skipped_empty``. ``progress`` is
+    a row whose normalised transcript is empty is counted in ``skipped_empty``, unless
+    ``score_empty``: then it is decoded as audio without speech (silence, noise), and every word
+    output for it is an insertion. ``progress`` is
     called with the audio seconds of each decoded piece.
     """
     if group_by is not None and group_by not in GROUP_FIELDS:  # before any decoding
@@ -284,7 +287,7 @@ def evaluate(
             normalize_text(text, normalizer) if normalizer is not None else " ".join(text.split())
         )
 
-    usable = [row for row in rows if norm(row.text)]
+    usable = [row for row in rows if score_empty or norm(row.text)]
     results: list[UtteranceResult] = []
     failed: list[str] = []
     audio_seconds = 0.0
@@ -352,12 +355,25 @@ def format_report(report: EvalReport, *, worst: int = 10, group_by: str | None =
             f"no utterance could be scored ({len(report.failed)} unreadable, "
             f"{report.skipped_empty} with an empty transcript): WER and CER undefined"
         )
-    lines = [
-        (
-            f"WER {_percent(w)} ({w.errors} errors in {w.reference_length} words: "
-            f"{w.substitutions} substitutions, {w.insertions} insertions, {w.deletions} deletions)"
-        ),
-        f"CER {_percent(c)} ({c.errors} errors in {c.reference_length} characters)",
+    speechless = [u for u in report.utterances if u.words.reference_length == 0]
+    lines = (
+        [
+            (
+                f"WER {_percent(w)} ({w.errors} errors in {w.reference_length} words: "
+                f"{w.substitutions} substitutions, {w.insertions} insertions, {w.deletions} deletions)"
+            ),
+            f"CER {_percent(c)} ({c.errors} errors in {c.reference_length} characters)",
+        ]
+        if w.reference_length
+        else []
+    )
+    if speechless:
+        output = [u for u in speechless if u.hypothesis]
+        lines.append(
+            f"without speech: {len(speechless)} utterances, {len(output)} with output, "
+            f"{sum(u.words.insertions for u in speechless)} words output"
+        )
+    lines += [
         (
             f"{len(report.utterances)} utterances, {report.audio_seconds:.1f} s of audio in "
             f"{report.wall_seconds:.1f} s (real-time factor {report.real_time_factor:.3f})"

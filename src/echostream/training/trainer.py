@@ -562,6 +562,7 @@ def _train(
             min_duration=cfg.data.min_duration,
             max_duration=cfg.data.max_duration,
             decode_check=cfg.data.decode_check,
+            keep_empty=cfg.data.empty_transcripts,
         )
         if cfg.data.train_weights:
             say(_describe(f"  {Path(path).name} (weight {cfg.data.train_weights[source]:g})", examples, left_out))
@@ -576,6 +577,7 @@ def _train(
         min_duration=cfg.data.min_duration,  # shorter rows give no encoder frame
         max_duration=float("inf"),
         decode_check=cfg.data.decode_check,
+        keep_empty=cfg.data.empty_transcripts,
     )
     say(_describe("valid", valid_examples, skipped))
     if not train_examples or not valid_examples:
