@@ -33,6 +33,22 @@ def add_manifest_parser(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--out", help="write the good rows to this manifest")
     check.add_argument("--tolerance", type=float, default=0.1, help="seconds a duration may be off")
     check.add_argument("--decode", action="store_true", help="decode every file in full, not just its header")
+    join = parser_of(verbs, "join", help="several rows joined by pauses into long-form files (transcripts joined)")
+    join.add_argument("manifest", help="rows to draw from (JSONL)")
+    join.add_argument("--out", required=True, help="folder for wav/ and manifest.jsonl")
+    join.add_argument("--count", type=int, required=True, help="joined files to write")
+    join.add_argument("--sentences", default="2:5", help="rows per file LOW:HIGH")
+    join.add_argument("--pause", default="0.3:1.5", help="seconds between rows LOW:HIGH")
+    join.add_argument("--seed", type=int, default=0, help="seed of every draw")
+    join.add_argument("--id-prefix", default="joined", help="ids are PREFIX-00000, ...")
+    quiet = parser_of(verbs, "speechless", help="clips without speech (silence, noise, tones) with empty transcripts")
+    quiet.add_argument("--out", required=True, help="folder for wav/ and manifest.jsonl")
+    quiet.add_argument("--count", type=int, required=True, help="clips to write")
+    quiet.add_argument("--kinds", default="silence,white,pink,brown,tones", help="kinds, comma-separated, in turn")
+    quiet.add_argument("--duration", default="1:8", help="seconds LOW:HIGH")
+    quiet.add_argument("--level", default="-50:-15", help="RMS level in dBFS LOW:HIGH (silence is digital zero)")
+    quiet.add_argument("--seed", type=int, default=0, help="seed of every draw")
+    quiet.add_argument("--id-prefix", default="speechless", help="ids are PREFIX-00000, ...")
 
 
 def add_tokenizer_parser(sub: argparse._SubParsersAction) -> None:
@@ -153,6 +169,8 @@ def run_manifest(args: argparse.Namespace) -> int:
 
     from echostream.data import manifest as m
 
+    if args.manifest_command in ("join", "speechless"):
+        return _compose(args)
     if args.manifest_command == "validate":
         rows = m.read_manifest(args.manifest)
         with tqdm(total=len(rows), unit="row", desc="validating", disable=None, file=sys.stderr) as bar:
@@ -175,6 +193,34 @@ def run_manifest(args: argparse.Namespace) -> int:
     if args.manifest_command == "validate":
         return 1 if problems else 0
     return 0 if good else 1
+
+
+def _compose(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from echostream.data import compose
+    from echostream.data.manifest import read_manifest
+
+    if args.count < 1:
+        raise CLIError(f"--count must be at least 1, got {args.count}")
+    if args.manifest_command == "speechless":
+        rows = compose.speechless(
+            args.out, args.count, kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
+            duration=_range(args.duration, "duration"), level_db=_range(args.level, "level"), seed=args.seed,
+            id_prefix=args.id_prefix,
+        )
+        print(f"{len(rows)} clips without speech written to {Path(args.out) / 'manifest.jsonl'}", file=sys.stderr)
+        return 0
+    low, high = _range(args.sentences, "sentences")
+    config = compose.JoinConfig(sentences=(int(low), int(high)), pause=_range(args.pause, "pause"), seed=args.seed)
+    source = read_manifest(args.manifest)
+    with tqdm(total=args.count, unit="file", desc="joining", disable=None, file=sys.stderr) as bar:
+        rows, failures = compose.join_utterances(source, args.out, args.count, config, id_prefix=args.id_prefix,
+                                                 progress=bar.update)
+    report_problems(failures)
+    print(f"{len(rows)} joined files ({sum(r.duration for r in rows) / 60:.1f} min) written to "
+          f"{Path(args.out) / 'manifest.jsonl'}", file=sys.stderr)
+    return 0 if rows else 1
 
 
 def run_tokenizer(args: argparse.Namespace) -> int:
