@@ -7,7 +7,9 @@ split. The audio is referenced where it lies (paths relative to each manifest), 
 
     python3 recipes/synth_en/fsdd_manifest.py --fsdd ../shared/data/fsdd --out data/fsdd
 
-writes ``train.jsonl`` and ``test.jsonl`` in ``--out``. Licence of the audio: CC BY-SA 4.0 (see the
+writes ``train.jsonl`` and ``test.jsonl`` in ``--out``. With ``--heldout-speaker NAME`` every
+recording of that speaker goes to ``heldout_speaker.jsonl`` instead, for a test on a speaker the
+model never heard (recipes/general_en holds out one of the five). Licence of the audio: CC BY-SA 4.0 (see the
 dataset's README); anything derived from it and shipped carries the same licence and attribution.
 """
 
@@ -26,10 +28,14 @@ TEST_INDICES = range(5)
 FILE_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
 
-def fsdd_manifests(folder: Path) -> tuple[list[Utterance], list[Utterance], list[str]]:
-    """(train rows, test rows, problems) for every ``{digit}_{speaker}_{index}.wav`` in ``folder``."""
+def fsdd_manifests(
+    folder: Path, heldout_speaker: str | None = None
+) -> tuple[list[Utterance], list[Utterance], list[Utterance], list[str]]:
+    """(train rows, test rows, held-out speaker's rows, problems) for every
+    ``{digit}_{speaker}_{index}.wav`` in ``folder``."""
     train: list[Utterance] = []
     test: list[Utterance] = []
+    held: list[Utterance] = []
     problems: list[str] = []
     for wav in sorted(folder.glob("*.wav")):
         match = FILE_NAME.match(wav.name)
@@ -50,8 +56,11 @@ def fsdd_manifests(folder: Path) -> tuple[list[Utterance], list[Utterance], list
             speaker=f"fsdd:{speaker}",
             language="en",
         )
-        (test if index in TEST_INDICES else train).append(row)
-    return train, test, problems
+        if speaker == heldout_speaker:
+            held.append(row)
+        else:
+            (test if index in TEST_INDICES else train).append(row)
+    return train, test, held, problems
 
 
 def main() -> int:
@@ -60,11 +69,15 @@ def main() -> int:
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for train.jsonl, test.jsonl"
     )
+    parser.add_argument("--heldout-speaker", help="write this speaker's recordings to heldout_speaker.jsonl only")
     args = parser.parse_args()
     if not args.fsdd.is_dir():
         print(f"fsdd_manifest: error: {args.fsdd}: not a directory", file=sys.stderr)
         return 1
-    train, test, problems = fsdd_manifests(args.fsdd)
+    train, test, held, problems = fsdd_manifests(args.fsdd, args.heldout_speaker)
+    if args.heldout_speaker and not held:
+        print(f"fsdd_manifest: error: no recordings of speaker {args.heldout_speaker!r}", file=sys.stderr)
+        return 1
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     if not train or not test:
@@ -72,6 +85,8 @@ def main() -> int:
         return 1
     write_manifest(args.out / "train.jsonl", train)
     write_manifest(args.out / "test.jsonl", test)
+    if held:
+        write_manifest(args.out / "heldout_speaker.jsonl", held)
     speakers = len({row.speaker for row in train + test})
     print(f"fsdd: {len(train)} train and {len(test)} test utterances from {speakers} speakers")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,11 @@ def test_joined_files_hold_their_sentences_in_order_with_pauses(tmp_path: Path, 
     cfg = JoinConfig(sentences=(2, 4), pause=(0.5, 0.5), noise_db=None, seed=3)
     rows, failures = join_utterances(sentences, tmp_path / "out", 5, cfg)
     assert failures == [] and read_manifest(tmp_path / "out" / "manifest.jsonl") == rows
-    for row in rows:
+    listed = [json.loads(line) for line in (tmp_path / "out" / "parts.jsonl").read_text().splitlines()]
+    for row, entry in zip(rows, listed, strict=True):
         parts = [sentences[int(word)] for word in row.text.split()[1::2]]
         assert 2 <= len(parts) <= 4 and row.text == " ".join(p.text for p in parts)
+        assert entry == {"id": row.id, "parts": [p.id for p in parts]} and len(set(entry["parts"])) == len(parts)
         audio = load_audio(row.audio)
         expected = np.concatenate(
             [x for j, p in enumerate(parts) for x in ([np.zeros(8000, np.float32)] if j else []) + [load_audio(p.audio)]]

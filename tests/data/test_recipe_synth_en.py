@@ -100,6 +100,21 @@ def test_fsdd_manifests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert Path(test[0].audio).resolve().parent == FSDD.resolve()
 
 
+
+@pytest.mark.skipif(not FSDD.is_dir(), reason=f"FSDD data missing: {FSDD}")
+def test_fsdd_can_hold_one_speaker_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fsdd_manifest = _module(RECIPE / "fsdd_manifest.py")
+    argv = ["fsdd_manifest.py", "--fsdd", str(FSDD), "--out", str(tmp_path), "--heldout-speaker", "lucas"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert fsdd_manifest.main() == 0
+    train, test = read_manifest(tmp_path / "train.jsonl"), read_manifest(tmp_path / "test.jsonl")
+    held = read_manifest(tmp_path / "heldout_speaker.jsonl")
+    assert len(held) == 500 and {r.speaker for r in held} == {"fsdd:lucas"}
+    assert "fsdd:lucas" not in {r.speaker for r in train + test} and len(train) + len(test) == 2000
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], "nobody"])
+    assert fsdd_manifest.main() == 1
+
+
 @pytest.mark.parametrize("script", [RECIPE / "prepare.sh", REPO / ".ci" / "install-tts"])
 def test_shell_scripts_parse(script: Path) -> None:
     done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)

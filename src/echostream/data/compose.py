@@ -12,6 +12,7 @@ Shape legend: N samples at 16 kHz.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -39,8 +40,8 @@ class JoinConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.sentences[0] <= self.sentences[1] <= 100:
-            raise ValueError(f"sentences must be [min, max] within [1, 100], got {self.sentences}")
+        if not 1 <= self.sentences[0] <= self.sentences[1] <= 1000:
+            raise ValueError(f"sentences must be [min, max] within [1, 1000], got {self.sentences}")
         if not 0 <= self.pause[0] <= self.pause[1] <= 60:
             raise ValueError(f"pause must be [min, max] within [0, 60] s, got {self.pause}")
         if self.noise_db is not None and not -120 <= self.noise_db[0] <= self.noise_db[1] <= 0:
@@ -62,18 +63,21 @@ def join_utterances(
     id_prefix: str = "joined",
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Utterance], list[str]]:
-    """Write ``count`` joined files to ``out/wav`` and their rows to ``out/manifest.jsonl``;
-    returns the rows and one line per group that could not be read (the others are written)."""
+    """Write ``count`` joined files to ``out/wav``, their rows to ``out/manifest.jsonl`` and the
+    ids of the rows each joins to ``out/parts.jsonl`` (to score the same sentences one by one);
+    a file's rows are distinct when there are enough. Returns the rows and one line per group
+    that could not be read (the others are written)."""
     from echostream.training.dataset import load_utterance
 
     if not rows:
         raise ValueError("no rows to join")
     folder = Path(out)
     (folder / "wav").mkdir(parents=True, exist_ok=True)
-    written, failures = [], []
+    written, failures, parts = [], [], []
     for i in range(count):
         rng = random.Random(f"{cfg.seed}:join:{i}")
-        group = [rows[rng.randrange(len(rows))] for _ in range(rng.randint(*cfg.sentences))]
+        size = rng.randint(*cfg.sentences)
+        group = rng.sample(list(rows), size) if size <= len(rows) else [rng.choice(rows) for _ in range(size)]
         pieces: list[np.ndarray] = []
         try:
             for j, row in enumerate(group):
@@ -96,9 +100,11 @@ def join_utterances(
             duration=audio.size / SAMPLE_RATE, speaker=speakers[0] if len(speakers) == 1 else None,
             language=group[0].language,
         ))  # fmt: skip
+        parts.append(json.dumps({"id": written[-1].id, "parts": [r.id for r in group]}))
         if progress is not None:
             progress(1)
     write_manifest(folder / "manifest.jsonl", written)
+    (folder / "parts.jsonl").write_text("".join(line + "\n" for line in parts), encoding="utf-8")
     return written, failures
 
 
