@@ -308,3 +308,15 @@ def test_speechless_rows_train_only_when_asked(
     assert ("14 utterances" in summary) == keep and ("left out 4 empty text" in summary) == (not keep)
     losses = _losses(tmp_path / "exp")
     assert result.step == 2 and all(math.isfinite(v) for v in losses.values())
+
+
+def test_the_planned_steps_are_the_steps_an_epoch_bound_run_makes(
+    tmp_path: Path, make_config: Callable[..., Path]
+) -> None:
+    """With no step limit, StepReport.planned_steps (the progress bar's total, hence its ETA) is
+    where the run ends: max_epochs' batches."""
+    reports: list = []
+    changes = {"max_steps": 0, "max_epochs": 2, "validation": {"every_steps": 100}}
+    result = train(load_train_config(make_config(tmp_path, changes)), tmp_path / "exp", on_step=reports.append)
+    assert result.epoch == 2 and reports[-1].step == result.step
+    assert {r.planned_steps for r in reports} == {result.step}

@@ -132,7 +132,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 class _StepBar:
-    """A progress bar of optimizer steps (with an ETA when the run has a step limit)."""
+    """A progress bar of optimizer steps with an ETA (to max_steps, or to the end of max_epochs)."""
 
     def __init__(self, total: int, enabled: bool) -> None:
         from tqdm import tqdm
@@ -141,6 +141,8 @@ class _StepBar:
                         file=sys.stderr, dynamic_ncols=True)
 
     def on_step(self, report: StepReport) -> None:
+        if self.bar.total is None and report.planned_steps:
+            self.bar.total = report.planned_steps  # epochs bound the run: the ETA comes from them
         if self.bar.n == 0 and report.step > 1:
             self.bar.n = report.step - 1  # resumed
         self.bar.set_postfix_str(

@@ -82,6 +82,7 @@ class StepReport:
     lr: float
     audio_seconds: float  # audio seconds trained in this run so far, all ranks (rank 0's x ranks)
     audio_per_second: float  # audio_seconds per wall second since the run (or resume) started
+    planned_steps: int = 0  # where the run stops without early stopping: max_steps, or max_epochs' steps
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,8 @@ class _Run:
             sources=sources if mixed else None,
             weights=cfg.data.train_weights if mixed else None,
         )
+        by_epochs = cfg.max_epochs * max(1, len(self.sampler) // cfg.accum_grad)
+        self.planned_steps = min(cfg.max_steps, by_epochs) if cfg.max_steps else by_epochs
         self.valid_data = BatchDataset(valid_examples, setup.fbank, None, cfg.seed)
         self.valid_sampler_cfg = SamplerConfig(
             max_batch_seconds=cfg.validation.max_batch_seconds,
@@ -380,6 +383,7 @@ class _Run:
                     lr=lr,
                     audio_seconds=self.audio_seconds * self.env.world_size,
                     audio_per_second=rate,
+                    planned_steps=self.planned_steps,
                 )
             )
 
