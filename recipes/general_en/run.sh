@@ -61,7 +61,7 @@ done_or() { [ -s "$1" ]; }   # a stage's output exists: skip it
 
 # Voices. Training never uses festival, any slt voice (CMU ARCTIC, evaluation only in every
 # engine), or the held-out variants below.
-TRAIN_VOICES='espeak:*+m[1-5],espeak:*+f[1-3],mbrola:mb-us1,mbrola:mb-us2,mbrola:mb-en1,flite:kal,flite:kal16,flite:awb,rhvoice:alan,rhvoice:bdl,pico:en-US,piper:joe'
+TRAIN_VOICES='espeak:*+m[1-5],espeak:*+f[1-3],mbrola:mb-us1,mbrola:mb-us2,mbrola:mb-en1,flite:kal,flite:kal16,flite:awb,rhvoice:alan,rhvoice:bdl,pico:en-US,piper:joe,hibari:heart'
 NEW_VOICES='espeak:*+m[67],espeak:*+f4,mbrola:mb-us3,flite:rms,rhvoice:clb,pico:en-GB'
 EVAL_VOICES='festival'
 

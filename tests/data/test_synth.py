@@ -239,7 +239,7 @@ def test_cli_synth_names_the_evaluation_speaker(tmp_path: Path, capsys: pytest.C
     assert "for evaluation only" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("engine,voice", [("rhvoice", "alan"), ("pico", "en-GB"), ("piper", "joe")])
+@pytest.mark.parametrize("engine,voice", [("rhvoice", "alan"), ("pico", "en-GB"), ("piper", "joe"), ("hibari", "heart")])
 def test_rhvoice_pico_and_piper_render_at_the_rate_drawn(tmp_path: Path, engine: str, voice: str) -> None:
     chosen = select_voices(f"{engine}:{voice}")
     if not chosen.available:

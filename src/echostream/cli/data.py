@@ -68,7 +68,8 @@ def add_synth_parser(sub: argparse._SubParsersAction) -> None:
         sub, "synth", help="render sentences with TTS voices into 16 kHz WAVs and a manifest",
         epilog="voices: espeak (en-us, en-gb, en-gb-scotland, en-gb-x-rp, en-gb-x-gbclan, en-gb-x-gbcwmd, en-029, "
         "en-us-nyc, each alone or +m1..+m7, +f1..+f4), mbrola (mb-us1, mb-us2, mb-us3, mb-en1), flite (slt, kal, "
-        "kal16, awb, rms), rhvoice (alan, bdl, clb, slt), pico (en-US, en-GB), festival (kal_diphone, "
+        "kal16, awb, rms), rhvoice (alan, bdl, clb, slt), pico (en-US, en-GB), piper (joe), hibari (heart), "
+        "festival (kal_diphone, "
         "cmu_us_slt_arctic_hts; evaluation only). Any slt voice is for evaluation only. Name an engine or "
         "engine:PATTERN, e.g. 'espeak:en-gb*+f?,flite:slt'. .ci/install-tts installs the engines.",
     )

