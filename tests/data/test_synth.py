@@ -260,3 +260,22 @@ def test_rhvoice_voices_and_their_evaluation_speaker() -> None:
     assert names == {"alan", "bdl", "clb", "slt"}  # never evgeniy-eng or lyubov (non-commercial)
     assert is_evaluation_speaker(Voice(engine="rhvoice", name="slt"))
     assert not is_evaluation_speaker(Voice(engine="rhvoice", name="alan"))
+
+
+@needs_espeak
+def test_a_stopped_render_resumes_keeping_what_it_wrote(tmp_path: Path) -> None:
+    voices = select_voices("espeak:en-us+m1").available
+    config = SynthConfig(seed=2, id_prefix="r")
+    whole = synthesize(SENTENCES, tmp_path / "whole", voices, config)
+    out = tmp_path / "out"
+    (out / "wav").mkdir(parents=True)
+    kept = out / "wav" / "r-00001.wav"
+    kept.write_bytes(Path(whole.rows[1].audio).read_bytes())  # what a stopped run had written
+    before = kept.stat().st_mtime_ns
+    resumed = synthesize(SENTENCES, out, voices, config)
+    assert kept.stat().st_mtime_ns == before  # kept, not rendered again
+    assert [(r.id, r.text, r.duration, r.speaker) for r in resumed.rows] == [
+        (r.id, r.text, r.duration, r.speaker) for r in whole.rows
+    ]
+    for row, reference in zip(resumed.rows, whole.rows, strict=True):
+        assert Path(row.audio).read_bytes() == Path(reference.audio).read_bytes()

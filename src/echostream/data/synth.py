@@ -398,6 +398,9 @@ def synthesize(
         config: rates, pitches, seed, workers.
         progress: called with 1 after each rendition, failed or not.
 
+    A rendition whose file ``out_dir/wav/<id>.wav`` exists already (from an earlier run that was
+    stopped; files are written whole) is kept as it is, so rerunning a long render resumes it.
+
     Returns:
         The manifest path, its rows (sorted by id) and the renditions that failed.
 
@@ -418,7 +421,10 @@ def synthesize(
     failures: list[SynthFailure] = []
 
     def run(job: RenderJob) -> Utterance | SynthFailure:
-        return render_job(job, wav_dir / f"{job.id}.wav", config.language)
+        wav = wav_dir / f"{job.id}.wav"
+        if wav.is_file():  # written by an earlier, stopped run: the same draws give the same file
+            return _finished(job, wav, config.language, None)
+        return render_job(job, wav, config.language)
 
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
         for outcome in pool.map(run, jobs):
@@ -499,7 +505,15 @@ def render_job(job: RenderJob, wav: Path, language: str) -> Utterance | SynthFai
             if job.voice.engine == "pico" and abs(job.rate - 1.0) > 1e-3:
                 effects += ["tempo", "-s", f"{job.rate:.3f}"]
             sox = ["sox", "-R", "-G", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16"]
-            error = _run([*sox, "-e", "signed-integer", str(wav), *effects], None)
+            written = Path(tmp) / "out.wav"
+            error = _run([*sox, "-e", "signed-integer", str(written), *effects], None)
+            if error is None:
+                shutil.move(written, wav)  # whole files only: a stopped run leaves no half file
+    return _finished(job, wav, language, error)
+
+
+def _finished(job: RenderJob, wav: Path, language: str, error: str | None) -> Utterance | SynthFailure:
+    """The row of ``job``'s rendered ``wav``, or the failure (its file removed)."""
     duration = 0.0
     if error is None:
         try:
