@@ -571,35 +571,31 @@ def _ffmpeg_pieces(
             process.stdout.close()
 
 
-def _ffprobe_channels(source: _Source) -> int | None:
-    """Channels of the first audio stream, as ffprobe reports them (None: unknown)."""
+def _ffprobe(source: _Source, *entries: str) -> str | None:
+    """One value ffprobe reports about the file (``-show_entries``), None when it cannot say."""
     if shutil.which("ffprobe") is None:
         return None
     command = [
-        "ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=channels",
+        "ffprobe", "-v", "error", *entries,
         "-of", "default=noprint_wrappers=1:nokey=1", str(source.path),
     ]  # fmt: skip
     try:
         result = subprocess.run(command, capture_output=True, check=False, text=True)
     except OSError:
         return None
-    text = result.stdout.strip()
-    return int(text) if text.isdigit() else None
+    return result.stdout.strip()
+
+
+def _ffprobe_channels(source: _Source) -> int | None:
+    """Channels of the first audio stream, as ffprobe reports them (None: unknown)."""
+    text = _ffprobe(source, "-select_streams", "a:0", "-show_entries", "stream=channels")
+    return int(text) if text and text.isdigit() else None
 
 
 def _ffprobe_duration(source: _Source) -> float | None:
-    if shutil.which("ffprobe") is None:
-        return None
-    command = [
-        "ffprobe", "-v", "error", "-show_entries", "format=duration",
-        "-of", "default=noprint_wrappers=1:nokey=1", str(source.path),
-    ]  # fmt: skip
+    text = _ffprobe(source, "-show_entries", "format=duration")
     try:
-        result = subprocess.run(command, capture_output=True, check=False, text=True)
-    except OSError:
-        return None
-    try:
-        return float(result.stdout.strip())
+        return float(text) if text else None
     except ValueError:
         return None
 
