@@ -31,20 +31,7 @@ calls=${CALLS:-600}
 threads=${THREADS:-0}
 stage=0
 stop_stage=4
-while [ $# -gt 0 ]; do
-  case $1 in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    *) echo "run.sh: unknown argument $1 (use --stage N, --stop-stage N)" >&2; exit 2 ;;
-  esac
-done
-if [ -z "${PYTHON:-}" ]; then
-  if [ -n "${VIRTUAL_ENV:-}" ]; then PYTHON=$VIRTUAL_ENV/bin/python
-  elif [ -x "$repo/.venv/bin/python" ]; then PYTHON=$repo/.venv/bin/python
-  else PYTHON=python3; fi
-fi
-echostream() { "$PYTHON" -m echostream.cli.main "$@"; }
-stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+source "$repo/recipes/common.sh"
 
 # Training voices are synth_en's; the test voices are ones no training set has heard.
 TRAIN_VOICES='espeak:*+m[1-5],espeak:*+f[1-3],mbrola:mb-us1,mbrola:mb-us2,mbrola:mb-en1,flite:kal,flite:kal16,flite:awb'

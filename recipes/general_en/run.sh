@@ -43,20 +43,7 @@ average=${AVERAGE:-5}
 workers=${WORKERS:-$(nproc)}
 stage=0
 stop_stage=7
-while [ $# -gt 0 ]; do
-  case $1 in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    *) echo "run.sh: unknown argument $1 (use --stage N, --stop-stage N)" >&2; exit 2 ;;
-  esac
-done
-if [ -z "${PYTHON:-}" ]; then
-  if [ -n "${VIRTUAL_ENV:-}" ]; then PYTHON=$VIRTUAL_ENV/bin/python
-  elif [ -x "$repo/.venv/bin/python" ]; then PYTHON=$repo/.venv/bin/python
-  else PYTHON=python3; fi
-fi
-echostream() { "$PYTHON" -m echostream.cli.main "$@"; }
-stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+source "$repo/recipes/common.sh"
 done_or() { [ -s "$1" ]; }   # a stage's output exists: skip it
 
 # Voices. Training never uses festival, any slt voice (CMU ARCTIC, evaluation only in every

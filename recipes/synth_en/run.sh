@@ -31,24 +31,8 @@ threads=${THREADS:-0}
 average=${AVERAGE:-5}
 stage=0
 stop_stage=5
-while [ $# -gt 0 ]; do
-  case $1 in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    *) echo "run.sh: unknown argument $1 (use --stage N, --stop-stage N)" >&2; exit 2 ;;
-  esac
-done
+source "$repo/recipes/common.sh"
 
-if [ -z "${PYTHON:-}" ]; then
-  if [ -n "${VIRTUAL_ENV:-}" ]; then PYTHON=$VIRTUAL_ENV/bin/python
-  elif [ -x "$repo/.venv/bin/python" ]; then PYTHON=$repo/.venv/bin/python
-  else PYTHON=python3; fi
-fi
-if ! "$PYTHON" -c "import echostream" 2>/dev/null; then
-  echo "run.sh: error: $PYTHON cannot import echostream (install it: see README.md)" >&2; exit 1
-fi
-echostream() { "$PYTHON" -m echostream.cli.main "$@"; }
-stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 manifests=(train/manifest.jsonl heldout/manifest.jsonl heldout_new_voices/manifest.jsonl fsdd/train.jsonl fsdd/test.jsonl)
 
