@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from echostream.training import experiment as ex
-from echostream.training.evaluation import ErrorCounts
+from echostream.training.results import (
+    fill_block,
+    groups_table,
+    percent,
+    read_results,
+    sets_table,
+    word_counts,
+)
 
 SETS = {
     "heldout": "heldout (new text, training voices)",
@@ -27,41 +31,10 @@ SETS = {
     "fsdd_test": "fsdd/test (real speech, digits)",
 }
 CONTEXTS = ["c64_l128_r128", "c8_l32_r8"]
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-
-
-def _counts(rows: list[dict], kind: str) -> ErrorCounts:
-    if kind == "words":
-        return ErrorCounts(
-            substitutions=sum(r["substitutions"] for r in rows),
-            insertions=sum(r["insertions"] for r in rows),
-            deletions=sum(r["deletions"] for r in rows),
-            reference_length=sum(r["words"] for r in rows),
-        )
-    return ErrorCounts(
-        substitutions=sum(r["char_errors"] for r in rows),
-        reference_length=sum(r["chars"] for r in rows),
-    )
-
-
-def _pct(c: ErrorCounts) -> str:
-    return f"{100 * c.rate:.2f}"
-
-
-def _context_label(name: str) -> str:
-    return "/".join(re.findall(r"\d+", name))
 
 
 def results_block(run: Path) -> tuple[str, list[str]]:
     """Markdown of the results, and one summary line per set (for the model card)."""
-    evals: dict[tuple[str, str], list[dict]] = {}
-    for s in SETS:
-        for c in CONTEXTS:
-            path = run / "eval" / f"{s}_{c}.jsonl"
-            if path.is_file():
-                evals[(s, c)] = [
-                    json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                ]
     validations = ex.validations(run)
     train_log = ex.read_records(run / ex.TRAIN_LOG)
     payload = torch.load(run / "average.pt", map_location="cpu", weights_only=True)
@@ -81,45 +54,14 @@ def results_block(run: Path) -> tuple[str, list[str]]:
         f"- Model: {parameters / 1e6:.2f} M parameters, the average of "
         f"{', '.join(payload.get('averaged', [])) or 'one checkpoint'}."
     )
-    lines += [
-        "",
-        "| set | utterances | "
-        + " | ".join(f"WER {_context_label(c)} | CER {_context_label(c)}" for c in CONTEXTS)
-        + " |",
-    ]
-    lines.append("| --- | ---: | " + " | ".join("---: | ---:" for _ in CONTEXTS) + " |")
+    evals = run / "eval"
+    lines += ["", sets_table(evals, SETS, CONTEXTS), "", "WER (%) per voice family:", ""]
+    lines.append(groups_table(evals, list(SETS), CONTEXTS))
     summary = []
-    for s, title in SETS.items():
-        if not any((s, c) in evals for c in CONTEXTS):
-            continue
-        cells = []
-        count = 0
-        for c in CONTEXTS:
-            rows = evals.get((s, c), [])
-            count = max(count, len(rows))
-            cells.append(
-                f"{_pct(_counts(rows, 'words'))} | {_pct(_counts(rows, 'chars'))}"
-                if rows
-                else "- | -"
-            )
-        lines.append(f"| {title} | {count} | " + " | ".join(cells) + " |")
-        rows64 = evals.get((s, CONTEXTS[0]), [])
-        if rows64:
-            summary.append(f"{s}: WER {_pct(_counts(rows64, 'words'))}% at 64/128/128")
-    lines += ["", "WER (%) per voice family:", ""]
-    lines.append("| set | family | " + " | ".join(_context_label(c) for c in CONTEXTS) + " |")
-    lines.append("| --- | --- | " + " | ".join("---:" for _ in CONTEXTS) + " |")
     for s in SETS:
-        groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-        for c in CONTEXTS:
-            for r in evals.get((s, c), []):
-                groups[r.get("group", "?")][c].append(r)
-        for family in sorted(groups):
-            cells = [
-                _pct(_counts(groups[family][c], "words")) if groups[family][c] else "-"
-                for c in CONTEXTS
-            ]
-            lines.append(f"| {s} | {family} | " + " | ".join(cells) + " |")
+        rows64 = read_results(evals / f"{s}_{CONTEXTS[0]}.jsonl")
+        if rows64:
+            summary.append(f"{s}: WER {percent(word_counts(rows64))}% at 64/128/128")
     return "\n".join(lines), summary
 
 
@@ -133,13 +75,11 @@ def main() -> int:
     parser.add_argument("--config", default="configs/synth_en_small.yaml")
     args = parser.parse_args()
     block, summary = results_block(args.run)
-    text = args.results.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        print(f"{args.results}: no {BEGIN} ... {END} block to fill", file=sys.stderr)
+    try:
+        fill_block(args.results, block)
+    except ValueError as err:
+        print(err, file=sys.stderr)
         return 1
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    args.results.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}", encoding="utf-8")
     if args.model_card is not None:
         args.model_card.write_text(
             "# echostream default model (English)\n\n"

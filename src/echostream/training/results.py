@@ -1,0 +1,109 @@
+"""Recipe result tables: the per-utterance files of ``echostream eval --out`` summed into
+Markdown tables (WER and CER per test set and decoding context, per voice family), and the
+``<!-- results:begin -->`` block of a recipe's RESULTS.md rewritten with them.
+
+Files are looked up as ``EVAL_DIR/<set>_<context>.jsonl`` (the recipes' naming, for example
+``test_voices_c64_l128_r128.jsonl``). Sets without speech (every reference empty) are reported as
+how many clips got output and how many words, since their error rate is undefined.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from echostream.training.evaluation import ErrorCounts, total
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def read_results(path: Path) -> list[dict]:
+    """The rows of an ``echostream eval --out`` file; [] when it does not exist."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def word_counts(rows: Sequence[Mapping]) -> ErrorCounts:
+    return total(
+        ErrorCounts(r["substitutions"], r["insertions"], r["deletions"], r["words"]) for r in rows
+    )
+
+
+def char_counts(rows: Sequence[Mapping]) -> ErrorCounts:
+    return total(
+        ErrorCounts(substitutions=r["char_errors"], reference_length=r["chars"]) for r in rows
+    )
+
+
+def percent(counts: ErrorCounts) -> str:
+    return f"{100 * counts.rate:.2f}"
+
+
+def context_label(name: str) -> str:
+    """``c64_l128_r128`` -> ``64/128/128``."""
+    return "/".join(re.findall(r"\d+", name))
+
+
+def _cells(rows: Sequence[Mapping]) -> str:
+    if not rows:
+        return "- | -"
+    if all(r["words"] == 0 for r in rows):  # no speech: what matters is whether words came out
+        spoken = sum(1 for r in rows if r["hypothesis"])
+        return f"{spoken} of {len(rows)} clips with output | {sum(r['insertions'] for r in rows)} words"
+    return f"{percent(word_counts(rows))} | {percent(char_counts(rows))}"
+
+
+def sets_table(eval_dir: Path, sets: Mapping[str, str], contexts: Sequence[str]) -> str:
+    """One row per set (its title from ``sets``), WER and CER per context; sets with no file
+    at any context are left out."""
+    lines = [
+        "| set | utterances | "
+        + " | ".join(f"WER {context_label(c)} | CER {context_label(c)}" for c in contexts)
+        + " |",
+        "| --- | ---: | " + " | ".join("---: | ---:" for _ in contexts) + " |",
+    ]
+    for name, title in sets.items():
+        found = {c: read_results(eval_dir / f"{name}_{c}.jsonl") for c in contexts}
+        if not any(found.values()):
+            continue
+        count = max(len(rows) for rows in found.values())
+        lines.append(
+            f"| {title} | {count} | " + " | ".join(_cells(found[c]) for c in contexts) + " |"
+        )
+    return "\n".join(lines)
+
+
+def groups_table(eval_dir: Path, sets: Sequence[str], contexts: Sequence[str]) -> str:
+    """WER per set and group (``eval --group-by``: the voice family), one column per context."""
+    lines = [
+        "| set | group | " + " | ".join(context_label(c) for c in contexts) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in contexts) + " |",
+    ]
+    for name in sets:
+        groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+        for c in contexts:
+            for row in read_results(eval_dir / f"{name}_{c}.jsonl"):
+                if row["words"]:
+                    groups[row.get("group", "?")][c].append(row)
+        for group in sorted(groups):
+            cells = [
+                percent(word_counts(groups[group][c])) if groups[group][c] else "-"
+                for c in contexts
+            ]
+            lines.append(f"| {name} | {group} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fill_block(results: Path, block: str) -> None:
+    """Replace what lies between ``BEGIN`` and ``END`` in ``results`` with ``block``."""
+    text = results.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{results}: no {BEGIN} ... {END} block to fill")
+    head, rest = text.split(BEGIN, 1)
+    results.write_text(
+        f"{head}{BEGIN}\n{block.strip()}\n{END}{rest.split(END, 1)[1]}", encoding="utf-8"
+    )

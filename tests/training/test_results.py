@@ -1,0 +1,50 @@
+"""Recipe result tables summed from `echostream eval --out` files."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from echostream.training.evaluation import char_errors, word_errors
+from echostream.training.results import BEGIN, END, fill_block, groups_table, sets_table
+
+
+def _write(path: Path, pairs: list[tuple[str, str, str]]) -> None:
+    """Rows as `eval --out` writes them, scored by the evaluation's own functions."""
+    lines = []
+    for reference, hypothesis, group in pairs:
+        w, c = word_errors(reference, hypothesis), char_errors(reference, hypothesis)
+        lines.append(json.dumps({
+            "id": reference, "reference": reference, "hypothesis": hypothesis,
+            "word_errors": w.errors, "substitutions": w.substitutions, "insertions": w.insertions,
+            "deletions": w.deletions, "words": w.reference_length, "char_errors": c.errors,
+            "chars": c.reference_length, "duration": 1.0, "group": group,
+        }))  # fmt: skip
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_tables_sum_errors_over_utterances_not_rates(tmp_path: Path) -> None:
+    # 1 error in 4 words + 2 errors in 1 word = 3/5 = 60 %, not the mean of 25 % and 200 %
+    _write(tmp_path / "test_c64_l128_r128.jsonl",
+           [("the cat sat down", "the bat sat down", "espeak"), ("yes", "no no", "flite")])  # fmt: skip
+    _write(tmp_path / "quiet_c64_l128_r128.jsonl", [("", "", "noise"), ("", "uh huh", "noise"), ("", "", "tone")])
+    table = sets_table(tmp_path, {"test": "held-out", "quiet": "no speech", "absent": "x"},
+                       ["c64_l128_r128", "c8_l32_r8"])  # fmt: skip
+    rows = table.splitlines()
+    assert rows[0] == "| set | utterances | WER 64/128/128 | CER 64/128/128 | WER 8/32/8 | CER 8/32/8 |"
+    assert rows[2].startswith("| held-out | 2 | 60.00 | ")
+    assert rows[2].endswith("| - | - |")  # the 8/32/8 file does not exist
+    assert rows[3] == "| no speech | 3 | 1 of 3 clips with output | 2 words | - | - |"
+    assert len(rows) == 4  # a set with no file at all is left out
+    groups = groups_table(tmp_path, ["test", "quiet"], ["c64_l128_r128"]).splitlines()
+    assert groups[2:] == ["| test | espeak | 25.00 |", "| test | flite | 200.00 |"]
+
+
+def test_fill_block_replaces_only_the_block(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    results.write_text(f"# r\nhand text\n{BEGIN}\nold\n{END}\nafter\n", encoding="utf-8")
+    fill_block(results, "new table\n")
+    assert results.read_text(encoding="utf-8") == f"# r\nhand text\n{BEGIN}\nnew table\n{END}\nafter\n"
+    results.write_text("no block", encoding="utf-8")
+    with pytest.raises(ValueError, match="no <!-- results:begin -->"):
+        fill_block(results, "x")
