@@ -90,6 +90,11 @@ def test_resume_continues_exactly(
     assert result.step == 30
     assert any("resuming from step 20" in m for m in messages)
     assert _losses(resumed) == _losses(exp)  # bit-identical, steps 1..30 (21..30 recomputed)
+    records = ex.read_records(resumed / ex.TRAIN_LOG)
+    walls = [r["wall_seconds"] for r in records]
+    restart = next(i for i, r in enumerate(records) if r["step"] > 20)  # the resumed run's first record
+    assert walls[restart] < walls[restart - 1]  # its clock starts again
+    assert ex.training_seconds(records) == pytest.approx(walls[restart - 1] + walls[-1])
     assert ex.validations(resumed) == ex.validations(exp)
     a = load_checkpoint(ex.model_path(exp, 30)).model.state_dict()
     b = load_checkpoint(ex.model_path(resumed, 30)).model.state_dict()

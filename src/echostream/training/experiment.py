@@ -115,6 +115,24 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return records
 
 
+def training_seconds(records: Sequence[dict[str, Any]]) -> float:
+    """Wall seconds of training behind a train log, over all its resumes: each record's
+    ``wall_seconds`` counts from its run's (or resume's) start, so a run ends where the next record's
+    count is lower. Work after the last kept checkpoint of a cut-off run, dropped on resume, is not
+    counted; neither are records written before ``wall_seconds`` was logged.
+
+    >>> training_seconds([{"wall_seconds": 10}, {"wall_seconds": 20}, {"wall_seconds": 5}, {}])
+    25.0
+    """
+    total, last = 0.0, 0.0
+    for record in records:
+        wall = float(record.get("wall_seconds", 0.0))
+        if wall < last:
+            total += last
+        last = wall
+    return total + last
+
+
 def truncate_records(path: str | os.PathLike[str], last_step: int) -> None:
     """Drop the records of steps after ``last_step`` (those of a run being resumed from before)."""
     path = Path(path)

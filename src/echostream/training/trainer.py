@@ -368,6 +368,7 @@ class _Run:
                     "lr": lr,
                     "grad_norm": norm,
                     "audio_per_second": rate,
+                    "wall_seconds": wall,  # since this run (or resume) started
                     **{f"loss_{k}": v / max(1, batches) for k, v in parts.items() if k != "total"},
                 }
                 ex.append_record(self.out / ex.TRAIN_LOG, record)
