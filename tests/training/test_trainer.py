@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from echostream.text.tokenizer import VocabTokenizer
 from echostream.training import experiment as ex
 from echostream.training.config import load_train_config
 from echostream.training.sampler import DurationBucketSampler
-from echostream.training.trainer import TrainingError, TrainResult, train
+from echostream.training.trainer import StepReport, TrainingError, TrainResult, train
 from model_folders import FIXTURE_MODEL
 
 
@@ -98,6 +100,34 @@ def test_resume_continues_exactly(
     assert ex.validations(resumed) == ex.validations(exp)
     a = load_checkpoint(ex.model_path(exp, 30)).model.state_dict()
     b = load_checkpoint(ex.model_path(resumed, 30)).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_signal_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(
+    trained: tuple[Path, TrainResult], tmp_path: Path, make_config: Callable[..., Path]
+) -> None:
+    """SIGTERM at step 15 (between the checkpoints of steps 10 and 20): the run finishes that step,
+    validates, saves a resumable checkpoint at 15 and returns; --resume goes on to the same losses
+    and final weights as the run never stopped."""
+    exp, _ = trained
+    cfg = load_train_config(make_config(tmp_path))
+    messages: list[str] = []
+
+    def kill_at_15(report: StepReport) -> None:
+        if report.step == 15:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    stopped = train(cfg, tmp_path / "exp", on_step=kill_at_15, on_message=messages.append)
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is removed again
+    assert stopped.interrupted and stopped.step == 15 and not stopped.stopped_early
+    assert ex.resumable_steps(tmp_path / "exp") == [10, 15]
+    assert any("stopped by a signal at step 15" in m for m in messages)
+    resumed = train(cfg, tmp_path / "exp", resume=True)
+    assert resumed.step == 30 and not resumed.interrupted
+    assert _losses(tmp_path / "exp") == _losses(exp)
+    a = load_checkpoint(ex.model_path(exp, 30)).model.state_dict()
+    b = load_checkpoint(ex.model_path(tmp_path / "exp", 30)).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -128,7 +128,7 @@ def run_train(args: argparse.Namespace) -> int:
         bar.close()
     if main_rank:
         print(f"{_summary(result)}; checkpoints in {Path(args.out) / 'checkpoints'}", file=sys.stderr)
-    return 0
+    return 130 if result.interrupted else 0  # interrupted: a script running training stops there
 
 
 class _StepBar:
@@ -160,7 +160,8 @@ class _StepBar:
 
 def _summary(result: TrainResult) -> str:
     best = next((v for v in result.validations if v.step == result.best_step), None)
-    summary = f"stopped at step {result.step} (epoch {result.epoch})" + (" early" if result.stopped_early else "")
+    summary = f"stopped at step {result.step} (epoch {result.epoch})" + (
+        " early" if result.stopped_early else " by a signal (--resume continues)" if result.interrupted else "")
     if best is not None:
         summary += f"; best validation at step {best.step}: WER {100 * best.wer:.2f}%, loss {best.loss:.3f}"
     return summary

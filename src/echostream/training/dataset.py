@@ -12,6 +12,7 @@ Shape legend: B utterances, T feature frames, F mel bins, S target tokens, N sam
 from __future__ import annotations
 
 import random
+import signal
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -304,7 +305,14 @@ def make_loader(
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(0),
         prefetch_factor=2 if num_workers else None,
+        worker_init_fn=_ignore_interrupts,
     )
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process, which stops training cleanly (see
+    ``trainer.stop_on_signals``); killed by it, they would end the run with a loader error."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def cmvn_statistics(

@@ -182,6 +182,9 @@ def finetune(
     exp = out / "exp"
     resume = bool(ex.resumable_steps(exp))
     result = train(cfg, exp, resume=resume, on_step=on_step, on_message=on_message)
+    if result.interrupted:  # a checkpoint is saved; averaging and evaluating wait for the rerun
+        on_message("rerun the same command to continue fine-tuning")
+        raise KeyboardInterrupt
     paths = ex.choose_checkpoints(exp, "best", average, cfg.validation.metric)
     model_dir = out / "model"
     model_dir.mkdir(exist_ok=True)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,7 @@ class TrainResult:
     stopped_early: bool
     validations: list[ex.Validation]
     best_step: int | None
+    interrupted: bool = False  # stopped by SIGINT/SIGTERM after saving a resumable checkpoint
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,8 @@ class _Run:
         self.audio_seconds = 0.0
         self.started = time.perf_counter()
         self.writer: Any = None
+        self.stop_signal: int | None = None  # set by the handler of SIGINT/SIGTERM (see stop_on_signals)
+        self.interrupted = False
         torch.manual_seed(_rank_seed(cfg.seed, env.rank))
 
     # -- state --------------------------------------------------------------------------------
@@ -451,6 +456,10 @@ class _Run:
         patience = self.cfg.early_stopping.patience
         return patience > 0 and self.bad_validations >= patience
 
+    def stop_requested(self) -> bool:
+        """Whether any rank received SIGINT/SIGTERM (all ranks agree, so they stop at one step)."""
+        return sum_over_ranks(float(self.stop_signal is not None), self.env) > 0
+
     def finished(self) -> bool:
         return (
             self.cfg.max_steps > 0 and self.step >= self.cfg.max_steps
@@ -492,6 +501,11 @@ class _Run:
                 parts, pending, seconds = Counter(), 0, 0.0
                 if self.step % self.cfg.validation.every_steps == 0 and self.validate_and_save():
                     return True
+                if self.stop_requested():
+                    self.interrupted = True
+                    if self.last_validated != self.step:
+                        self.validate_and_save()
+                    return False
                 if self.finished():
                     break
         if self.last_validated != self.step:
@@ -615,7 +629,8 @@ def _train(
             purge_step=resume_step + 1 if resume_step is not None else None,
         )
     try:
-        stopped = run.run(validate_first=cfg.validation.at_start and resume_step is None)
+        with stop_on_signals(run, say):
+            stopped = run.run(validate_first=cfg.validation.at_start and resume_step is None)
     finally:
         if run.writer is not None:
             run.writer.close()
@@ -623,13 +638,40 @@ def _train(
         say(
             f"early stopping at step {run.step}: no improvement in {run.bad_validations} validations"
         )
+    if run.interrupted:
+        say(f"stopped by a signal at step {run.step}, checkpoint saved: --resume continues from it")
     return TrainResult(
         step=run.step,
         epoch=run.epoch,
         stopped_early=stopped,
         validations=ex.validations(out) if env.is_main else [],
         best_step=run.best_step,
+        interrupted=run.interrupted,
     )
+
+
+@contextlib.contextmanager
+def stop_on_signals(run: _Run, say: Callable[[str], None]) -> Iterator[None]:
+    """While training: SIGINT (Ctrl-C) or SIGTERM asks ``run`` to stop after its current step,
+    validate and save a checkpoint that ``--resume`` continues exactly; a second signal stops at
+    once (KeyboardInterrupt), losing the steps since the last checkpoint. Outside the main
+    thread (where Python cannot set handlers) signals keep their default behaviour."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(number: int, frame: object) -> None:
+        if run.stop_signal is not None:
+            raise KeyboardInterrupt
+        run.stop_signal = number
+        say(f"{signal.Signals(number).name}: stopping after this step (send it again to stop at once)")
+
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def config_changes(cfg: TrainConfig, out: Path) -> list[str]:
