@@ -20,11 +20,13 @@
 #   4  tokenizer   BPE of VOCAB pieces on the training transcripts
 #   5  train       configs/general_en.yaml -> exp/general (--resume continues a cut-off run)
 #   6  average     the AVERAGE best checkpoints -> exp/general/average.pt
-#   7  evaluate    every test set at 64/128/128 and 8/32/8 -> exp/general/eval; RESULTS.md
+#   7  evaluate    every test set at 64/128/128 and 8/32/8 -> exp/general/eval
+#   8  export      RESULTS.md (results.py); the averaged model and its card -> EXPORT (default
+#                  src/echostream/assets/default_model: the bundled default model)
 #
 # Environment: PYTHON, THREADS, SENTENCES (default 30000), TEST_SENTENCES (600), JOINS (1500), SPEECHLESS (2000),
 # LINE_SHARE (0.15), VOCAB (1000), SPEAKER (FSDD speaker held out, default lucas), AVERAGE (5),
-# WORKERS (rendering processes, default: the cores).
+# WORKERS (rendering processes, default: the cores), EXPORT (where stage 8 writes the model).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -42,7 +44,7 @@ speaker=${SPEAKER:-lucas}
 average=${AVERAGE:-5}
 workers=${WORKERS:-$(nproc)}
 stage=0
-stop_stage=7
+stop_stage=8
 source "$repo/recipes/common.sh"
 done_or() { [ -s "$1" ]; }   # a stage's output exists: skip it
 
@@ -97,7 +99,7 @@ PY
   # tests: 10 minutes of held-out sentences joined by pauses (its sentences one by one are
   # test_voices), and clips without speech
   done_or "$data/test_longform/manifest.jsonl" || echostream manifest join "$data/test_voices/manifest.jsonl" \
-    --out "$data/test_longform" --count 1 --sentences 140:140 --pause 0.5:2.0 --seed 14 --id-prefix longform
+    --out "$data/test_longform" --count 1 --sentences 150:150 --pause 0.5:2.0 --seed 14 --id-prefix longform
   done_or "$data/test_longform/parts_manifest.jsonl" || "$PYTHON" - "$data" <<'PY'
 import json, sys
 from pathlib import Path
@@ -164,4 +166,13 @@ if stage_on 7; then
         --threads "$threads" > "$result.txt"
     done
   done
+fi
+
+if stage_on 8; then
+  echo "== stage 8: RESULTS.md and export"
+  assets=${EXPORT:-$repo/src/echostream/assets/default_model}
+  mkdir -p "$assets"
+  cp "$exp/general/average.pt" "$assets/model.pt"
+  "$PYTHON" "$here/results.py" --exp "$exp" --data "$data" --model-card "$assets/README.md"
+  echo "exported $assets/model.pt; results in $here/RESULTS.md"
 fi
