@@ -22,7 +22,7 @@ SETS = [
     *[(f"test_codec_{c}", f"line with {c} only") for c in
       ("mulaw", "alaw", "gsm", "amr-nb", "g722", "g726", "speex", "codec2", "opus")],
     *[(f"test_snr_{b}", f"line + noise at {b.replace('-', ' to ')} dB SNR") for b in ("5-10", "10-15", "15-20")],
-    ("fsdd_test", "FSDD real 8 kHz digits (recipes/synth_en fsdd/test)"),
+    ("fsdd_test", "FSDD real 8 kHz digits, the speaker the default model never heard"),
 ]  # fmt: skip
 
 

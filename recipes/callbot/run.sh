@@ -17,7 +17,8 @@
 #   3  finetune    echostream finetune --init INIT (default: the bundled default model)
 #   4  evaluate    INIT and the fine-tuned model on every test set -> exp/eval/*.txt, RESULTS.md
 #
-# Environment: PYTHON (as in recipes/synth_en), INIT (default: default), CALLS (training calls,
+# Environment: PYTHON (as in recipes/synth_en), INIT (default: default), FSDD_TEST (the real-speech
+# test: the FSDD speaker recipes/general_en holds out), CALLS (training calls,
 # default 600), EXP (default recipes/callbot/exp), FINETUNE_ARGS (extra echostream finetune
 # arguments, e.g. "--lr 2e-4 --warmup-steps 300" for a small model), THREADS.
 set -euo pipefail
@@ -33,9 +34,10 @@ stage=0
 stop_stage=4
 source "$repo/recipes/common.sh"
 
-# Training voices are synth_en's; the test voices are ones no training set has heard.
-TRAIN_VOICES='espeak:*+m[1-5],espeak:*+f[1-3],mbrola:mb-us1,mbrola:mb-us2,mbrola:mb-en1,flite:kal,flite:kal16,flite:awb'
-TEST_VOICES='espeak:*+m[67],espeak:*+f4,mbrola:mb-us3,flite:rms'
+# The voices of recipes/general_en (the default model this fine-tunes): training voices for the
+# training and validation calls, its held-out voices for the test calls.
+source "$repo/recipes/general_en/voices.sh"
+TEST_VOICES=$NEW_VOICES
 CODECS=(mulaw alaw gsm amr-nb g722 g726 speex codec2 opus)
 SNR_BANDS=(5:10 10:15 15:20)
 
@@ -89,7 +91,7 @@ if stage_on 4; then
   sets=(test_line calls_test)
   for codec in "${CODECS[@]}"; do sets+=("test_codec_$codec"); done
   for band in "${SNR_BANDS[@]}"; do sets+=("test_snr_${band/:/-}"); done
-  fsdd=$repo/recipes/synth_en/data/fsdd/test.jsonl   # real 8 kHz speakers (recipes/synth_en stage 0)
+  fsdd=${FSDD_TEST:-$repo/recipes/general_en/data/fsdd/heldout_speaker.jsonl}  # real 8 kHz, a speaker the default model never heard
   for model in init finetuned; do
     path=$init; [ $model = finetuned ] && path=$exp/finetune/model
     for set in "${sets[@]}" fsdd_test; do
