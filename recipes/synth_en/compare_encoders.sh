@@ -25,6 +25,7 @@ mkdir -p "$out"
 declare -A settings=(
   [synth_en_small]="4 16 0;16 32 0;64 128 128"
   [emformer_small]="4 32 4;16 64 16;64 128 128"
+  [emformer_conv_small]="4 32 4;16 64 16;64 128 128"
   [zipformer_small]="8 32 0;32 64 0;64 128 0"
 )
 for preset in ${PRESETS:-synth_en_small emformer_small zipformer_small}; do

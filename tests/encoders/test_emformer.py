@@ -52,9 +52,11 @@ def _changed_frames(encoder: EmformerEncoder, context: ChunkContext, frames: sli
     return {int(i) for i in torch.nonzero(diff > 1e-6)}
 
 
-def test_look_ahead_is_the_right_context_at_any_depth() -> None:
-    """Segment 2 (frames 8..11, C=4, R=3) sees frames 12..14 and nothing later, through 4 layers."""
-    encoder, context = _encoder(), ChunkContext(chunk=4, left=8, right=3)
+@pytest.mark.parametrize("conv_kernel", [0, 7], ids=["emformer", "conv_emformer"])
+def test_look_ahead_is_the_right_context_at_any_depth(conv_kernel: int) -> None:
+    """Segment 2 (frames 8..11, C=4, R=3) sees frames 12..14 and nothing later, through 4 layers
+    (with a convolution of kernel 7 in each too: it is causal, so it adds no look-ahead)."""
+    encoder, context = _encoder(conv_kernel=conv_kernel), ChunkContext(chunk=4, left=8, right=3)
     assert encoder.latency_frames(context) == 3
     assert not _changed_frames(encoder, context, slice(15, 16)) & set(range(12))
     assert _changed_frames(encoder, context, slice(14, 15)) & set(range(8, 12))
@@ -70,9 +72,21 @@ def test_the_memory_bank_reaches_past_the_left_context() -> None:
     assert set(range(12, 16)) <= with_memory
 
 
+def test_the_convolution_reaches_back_past_the_left_context() -> None:
+    """With no left context and no memory, only the causal convolution (kernel 7: 6 frames back
+    per layer, 4 layers) carries earlier frames into a segment."""
+    context = ChunkContext(chunk=4, left=0, right=0)
+    assert _changed_frames(_encoder(memory_size=0), context, slice(8, 12)) == set(range(8, 12))
+    reached = _changed_frames(_encoder(memory_size=0, conv_kernel=7), context, slice(8, 12))
+    assert set(range(8, 16)) <= reached and not reached & set(range(8))
+
+
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match="memory_size must be >= 0"):
         EmformerConfig(memory_size=-1)
+    for kernel in (-1, 1, 4):
+        with pytest.raises(ValueError, match=f"conv_kernel must be 0 .no convolution. or odd and >= 3, got {kernel}"):
+            EmformerConfig(conv_kernel=kernel)
     with pytest.raises(ValueError, match="output_size 30 is not divisible by attention_heads 4"):
         EmformerConfig(output_size=30)
     data = {"type": "emformer", "cnn_module_kernel": 15}  # a ChunkFormer key
@@ -123,22 +137,24 @@ def test_transcribe_long_form_and_recognizer_agree(
     assert frames and all(abs(f - round(f)) < 1e-6 and 0 <= f < one_pass.shape[0] for f in frames)
 
 
+@pytest.mark.parametrize("conv_kernel", [0, 5], ids=["emformer", "conv_emformer"])
 @pytest.mark.parametrize("setting", [(4, 8, 3), (3, 0, 0), (2, 5, 6)], ids=lambda s: "c{}_l{}_r{}".format(*s))
-def test_the_tensor_only_step_gives_the_forward_frames(setting: tuple[int, int, int]) -> None:
+def test_the_tensor_only_step_gives_the_forward_frames(setting: tuple[int, int, int], conv_kernel: int) -> None:
     """``step``, fed fixed windows by the caller (no Python-side planning), equals ``forward``
     on every complete segment."""
     c, left, r = setting
-    encoder, context = _encoder(), ChunkContext(chunk=c, left=left, right=r)
+    encoder, context = _encoder(conv_kernel=conv_kernel), ChunkContext(chunk=c, left=left, right=r)
     g = torch.Generator().manual_seed(4)
     x = torch.randn(2, 4 * 53, BINS, generator=g)
     with torch.inference_mode():
         y, _ = encoder(x, torch.tensor([x.shape[1]] * 2), context)
         state = encoder.init_state(2, context)
-        left_kv, memory, index = state.left_kv, state.memory, state.segments
+        caches = (state.left_kv, state.memory, *([state.conv_cache] if conv_kernel else []))
+        index = state.segments
         outs = []
         for k in range((53 - r) // c):
             window = x[:, 4 * k * c : 4 * (k * c + c + r)]
-            out, left_kv, memory, index = encoder.step(window, left_kv, memory, index, context)
+            out, caches, index = encoder.step(window, caches, index, context)
             outs.append(out)
     got = torch.cat(outs, dim=1)
     torch.testing.assert_close(got, y[:, : got.shape[1]], rtol=0, atol=1e-5)

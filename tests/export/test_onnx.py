@@ -277,13 +277,16 @@ def test_export_json_lists_what_a_runtime_needs(tiny: tuple[echostream.Model, Pa
 EMFORMER_CONTEXTS = [ChunkContext(chunk=4, left=8, right=2), ChunkContext(chunk=4, left=8, right=0)]
 
 
-@pytest.fixture(scope="module", params=[2, 0], ids=["memory_2", "memory_0"])
+@pytest.fixture(scope="module", params=[(2, 0), (0, 0), (2, 5)], ids=["memory_2", "memory_0", "conv_5"])
 def emformer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[echostream.Model, Path]:
-    """A random tiny Emformer model (with and without a memory bank) and its export (int8 too)."""
+    """A random tiny Emformer model (with and without a memory bank, and a ConvEmformer) and its
+    export (int8 too)."""
     from echostream.encoders.emformer import EmformerConfig
 
+    memory, conv = request.param
     bundle = _bundle(EmformerConfig(input_dim=20, output_size=32, attention_heads=4, linear_units=64, num_blocks=2,
-                                    memory_size=request.param, dropout_rate=0.0, attention_dropout_rate=0.0), seed=7)
+                                    memory_size=memory, conv_kernel=conv, dropout_rate=0.0,
+                                    attention_dropout_rate=0.0), seed=7)
     folder = export_onnx(bundle, tmp_path_factory.mktemp("onnx_emformer") / "export", EMFORMER_CONTEXTS, int8=True)
     return echostream.Model(bundle), folder
 

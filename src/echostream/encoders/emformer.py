@@ -14,8 +14,12 @@ every layer, segment k is computed from:
   segment's rows) at layer n-1. The summary attends to its segment and right context only.
 
 Each layer: pre-norm attention over [memory, left, segment, right context] with a clipped
-relative-position bias (memory keys have none), pre-norm feed-forward; a final norm after the
-stack. Segment queries and block queries attend to the same keys.
+relative-position bias (memory keys have none), optionally a causal convolution module
+(ConvEmformer, ``conv_kernel`` > 0), pre-norm feed-forward; a final norm after the stack. Segment
+queries and block queries attend to the same keys. The convolution is causal in time: a segment
+row sees the ``kernel - 1`` rows before it (from earlier segments: a cache of the last ones), a
+block row the rows of its segment and block before it; so, like attention, it never lets
+look-ahead grow with depth.
 
 One computation serves training and streaming: ``forward`` is ``forward_chunk`` on a fresh state
 with every stream final, which computes all segments of all utterances of the batch at once per
@@ -27,6 +31,7 @@ Shape legend:
     B streams   N layers   T feature frames   F feature bins   D model dim   H heads
     C segment (chunk), L left context, R right context, M memory size (frames of 40 ms)
     S segments computed in one call   Q = R + C + 1 queries   K = M + L + C + R keys
+    G = conv_kernel - 1 rows a convolution sees before a row
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from echostream.encoders.base import (
     StepLayout,
 )
 from echostream.masks import emformer_attn_mask
+from echostream.nn.convolution import ChunkConvolution
 from echostream.nn.feedforward import FeedForward
 
 
@@ -65,12 +71,15 @@ class EmformerConfig(EncoderConfig):
     memory_clamp: float = 10.0  # memory vectors are clamped to [-c, c] (0: not clamped)
     max_relative_position: int = 32  # relative positions beyond +-P share a bias (0: no bias)
     activation_type: str = "gelu"
+    conv_kernel: int = 0  # depthwise kernel of a causal convolution module per layer (ConvEmformer); 0: none
     dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_shape(("input_dim", "output_size", "attention_heads", "linear_units", "num_blocks", "frame_stack"))
+        if self.conv_kernel != 0 and (self.conv_kernel < 3 or self.conv_kernel % 2 == 0):
+            raise ValueError(f"encoder.conv_kernel must be 0 (no convolution) or odd and >= 3, got {self.conv_kernel}")
         for name in ("memory_size", "max_relative_position"):
             if getattr(self, name) < 0:
                 raise ValueError(f"encoder.{name} must be >= 0, got {getattr(self, name)}")
@@ -90,6 +99,8 @@ class EmformerState(EncoderState):
     left_kv: Tensor = field(metadata=BATCH_DIM_1)  # (N, B, L, 2D)  keys/values of the last L segment rows per layer
     memory: Tensor = field(metadata=BATCH_DIM_1)  # (N, B, M, D)   memory vectors of the last M segments per layer
     segments: Tensor  # (B,) segments emitted
+    conv_cache: Tensor | None = field(default=None, metadata=BATCH_DIM_1)  # (N, B, G, D) convolution
+    # inputs (GLU outputs) of the last G segment rows per layer; None without a convolution module
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,12 @@ class _Segments:
 
 
 class EmformerLayer(nn.Module):
-    """Attention over [memory, left, segment, right context] and a feed-forward, both pre-norm."""
+    """Attention over [memory, left, segment, right context], optionally a causal convolution
+    module, and a feed-forward, all pre-norm.
+
+    The encoder runs a layer in steps, since the convolution's window reaches into rows that
+    earlier segments computed at this layer: :meth:`prepare`, :meth:`attend`, :meth:`gate` (with a
+    convolution), :meth:`finish`."""
 
     def __init__(self, cfg: EmformerConfig) -> None:
         super().__init__()
@@ -116,6 +132,9 @@ class EmformerLayer(nn.Module):
         self.query = nn.Linear(d, d)
         self.key_value = nn.Linear(d, 2 * d)
         self.out = nn.Linear(d, d)
+        self.norm_conv = nn.LayerNorm(d) if cfg.conv_kernel else None
+        self.conv = (ChunkConvolution(d, cfg.conv_kernel, "layer_norm", cfg.activation_type, causal=True)
+                     if cfg.conv_kernel else None)
         self.norm_ff = nn.LayerNorm(d)
         self.feed_forward = FeedForward(d, cfg.linear_units, cfg.dropout_rate, cfg.activation_type)
         self.dropout = nn.Dropout(cfg.dropout_rate)
@@ -150,19 +169,19 @@ class EmformerLayer(nn.Module):
         h = self.norm_attn(torch.cat([block, seg, summary.unsqueeze(1)], dim=1))  # (S, Q, D)
         return h, self.key_value(torch.cat([h[:, r : r + c], h[:, :r]], dim=1))
 
-    def forward(
+    def attend(
         self, seg: Tensor, block: Tensor, h: Tensor, kv: Tensor, memory: Tensor, left_kv: Tensor,
         mask: Tensor, bias: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """One layer over S segments, after :meth:`prepare`.
+        """The attention of S segments, after :meth:`prepare`, with its residual.
 
         Args:
             seg, block: the layer input; h, kv: from :meth:`prepare`; memory: (S, M, D) each
             segment's memory; left_kv: (S, L, 2D) keys/values of its left context;
             mask: (S, 1, Q, K) additive attention mask (0 or -inf); bias: (H, Q, K) or None.
         Returns:
-            segment output (S, C, D), block output (S, R, D), and the memory vectors the
-            summaries give the layer above (S, D).
+            segment rows (S, C, D), block rows (S, R, D), and the memory vectors the summaries
+            give the layer above (S, D).
         """
         s, c, d = seg.shape
         r = block.shape[1]
@@ -174,12 +193,40 @@ class EmformerLayer(nn.Module):
             scores = scores + bias
         weights = F.dropout(torch.softmax(scores, dim=-1), self.attention_dropout, self.training)
         attended = self.out(torch.matmul(weights, v).transpose(1, 2).reshape(s, h.shape[1], d))  # (S, Q, D)
-        rows = torch.cat([block, seg], dim=1) + self.dropout(attended[:, : r + c])
-        rows = rows + self.dropout(self.feed_forward(self.norm_ff(rows)))
+        rows = torch.cat([block, seg], dim=1) + self.dropout(attended[:, : r + c])  # (S, R + C, D)
         memory_out = attended[:, -1]
         if self.clamp > 0:
             memory_out = memory_out.clamp(-self.clamp, self.clamp)
         return rows[:, r:], rows[:, :r], memory_out
+
+    def gate(self, seg: Tensor, block: Tensor) -> Tensor:
+        """(S, C + R, D) the convolution's inputs (GLU outputs) of [segment, block] rows, in time order."""
+        assert self.conv is not None and self.norm_conv is not None
+        return self.conv.gate(self.norm_conv(torch.cat([seg, block], dim=1)))
+
+    def finish(
+        self, seg: Tensor, block: Tensor, before: Tensor | None, gated: Tensor | None, rows_valid: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The convolution (if any) and the feed-forward of S segments, after :meth:`attend`.
+
+        Args:
+            seg: (S, C, D), block: (S, R, D) rows after attention; before: (S, G, D) the
+            convolution inputs of the G segment rows ahead of each segment (zeros before a
+            stream's start); gated: (S, C + R, D) from :meth:`gate`; rows_valid: (S, C + R) rows
+            before the stream's end. ``before`` and ``gated`` are None without a convolution.
+        Returns:
+            the layer's segment output (S, C, D) and block output (S, R, D).
+        """
+        c, r = seg.shape[1], block.shape[1]
+        if self.conv is not None:
+            assert before is not None and gated is not None
+            window = torch.cat([before, gated], dim=1)  # (S, G + C + R, D) in time order
+            usable = F.pad(rows_valid, (before.shape[1], 0), value=True)  # (S, G + C + R)
+            conv = self.dropout(self.conv(window, usable))  # (S, C + R, D)
+            seg, block = seg + conv[:, :c], block + conv[:, c:]
+        rows = torch.cat([block, seg], dim=1)  # (S, R + C, D)
+        rows = rows + self.dropout(self.feed_forward(self.norm_ff(rows)))
+        return rows[:, r:], rows[:, :r]
 
 
 def relative_distances(context: ChunkContext, device: torch.device) -> Tensor:
@@ -193,6 +240,8 @@ def relative_distances(context: ChunkContext, device: torch.device) -> Tensor:
 
 class EmformerEncoder(nn.Module):
     """Frame stacking + linear projection, N Emformer layers, a final norm."""
+
+
 
     causal = False
 
@@ -232,6 +281,8 @@ class EmformerEncoder(nn.Module):
             left_kv=torch.zeros(n, batch, context.left, 2 * d, dtype=dtype, device=device),
             memory=torch.zeros(n, batch, cfg.memory_size, d, dtype=dtype, device=device),
             segments=torch.zeros(batch, dtype=torch.long, device=device),
+            conv_cache=(torch.zeros(n, batch, cfg.conv_kernel - 1, d, dtype=dtype, device=device)
+                        if cfg.conv_kernel else None),
         )
 
     def forward(self, x: Tensor, x_lens: Tensor, context: ChunkContext) -> tuple[Tensor, Tensor]:
@@ -242,9 +293,9 @@ class EmformerEncoder(nn.Module):
         return y, y_lens
 
     def step(
-        self, feats: Tensor, left_kv: Tensor, memory: Tensor, index: Tensor, context: ChunkContext,
+        self, feats: Tensor, caches: tuple[Tensor, ...], index: Tensor, context: ChunkContext,
         remaining: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
         """One segment of every stream, tensors only and fixed shapes: the step an export runs.
 
         Buffering is the caller's: each call gets the ``(C + R) * frame_stack`` normalised
@@ -253,15 +304,17 @@ class EmformerEncoder(nn.Module):
         It gives the frames ``forward`` gives for the same segment.
 
         Args:
-            feats: (B, (C + R) * frame_stack, F); left_kv: (N, B, L, 2D); memory: (N, B, M, D);
-            index: (B,) segments each stream has done (its first: 0); remaining: (B,) frames of
-            each stream from the segment's first on, if it ends within the window (the rows
-            past it are masked, as ``forward_chunk`` does for a stream's last segment).
+            feats: (B, (C + R) * frame_stack, F); caches: ``(left_kv, memory)`` of the state,
+            ``(left_kv, memory, conv_cache)`` with a convolution: (N, B, L, 2D), (N, B, M, D),
+            (N, B, G, D); index: (B,) segments each stream has done (its first: 0); remaining:
+            (B,) frames of each stream from the segment's first on, if it ends within the window
+            (the rows past it are masked, as ``forward_chunk`` does for a stream's last segment).
         Returns:
-            y: (B, C, D), and the new left_kv, memory and index.
+            y: (B, C, D), the new caches (same layout) and index.
         """
         c, left, r, m = context.chunk, context.left, context.right, self.cfg.memory_size
         batch, stack = feats.shape[0], self.cfg.frame_stack
+        left_kv, memory = caches[0], caches[1]
         if remaining is None:
             remaining = torch.full_like(index, c + r)
         rows = torch.arange(c + r, device=feats.device) < remaining.view(-1, 1)  # (B, C + R) rows that exist
@@ -271,14 +324,20 @@ class EmformerEncoder(nn.Module):
         mask = _additive(emformer_attn_mask(index, remaining, chunk=c, left=left, right=r, memory=m), feats.dtype)
         distance = relative_distances(context, feats.device)
         mem_in = seg.sum(1) / valid.sum(1, keepdim=True).clamp(min=1)  # layer 0's memory vector of this segment
-        new_left, new_memory = [], []
+        new_left, new_memory, new_conv = [], [], []
         layer: EmformerLayer
         for i, layer in enumerate(self.layers):  # type: ignore[assignment]
             h, kv = layer.prepare(seg, block, valid)
             new_left.append(torch.cat([left_kv[i], kv[:, :c]], dim=1)[:, c:])
             new_memory.append(torch.cat([memory[i], mem_in.unsqueeze(1)], dim=1)[:, 1:])
-            seg, block, mem_in = layer(seg, block, h, kv, memory[i], left_kv[i], mask, layer.position_bias(distance, m))
-        return self.after_norm(seg), torch.stack(new_left), torch.stack(new_memory), index + 1
+            seg, block, mem_in = layer.attend(seg, block, h, kv, memory[i], left_kv[i], mask, layer.position_bias(distance, m))
+            before = gated = None
+            if layer.conv is not None:
+                gated, before = layer.gate(seg, block), caches[2][i]  # (B, C + R, D), (B, G, D)
+                new_conv.append(torch.cat([before, gated[:, :c] * valid.unsqueeze(-1)], dim=1)[:, c:])
+            seg, block = layer.finish(seg, block, before, gated, rows)
+        new = (torch.stack(new_left), torch.stack(new_memory), *([torch.stack(new_conv)] if new_conv else []))
+        return self.after_norm(seg), new, index + 1
 
     def _embed(self, x: Tensor, x_lens: Tensor, state: EmformerState) -> tuple[list[Tensor], Tensor, Tensor]:
         """New features -> each stream's layer-0 input from its next segment on, and the new
@@ -346,13 +405,24 @@ class EmformerEncoder(nn.Module):
         mask = _additive(emformer_attn_mask(plan.index, plan.remaining, chunk=c, left=left, right=r, memory=m), x.dtype)
         distance = relative_distances(context, device)
 
-        # per stream, where a segment's memory and left context lie in [state | this call] timelines
-        mem_take = (plan.stream * (m + most) + plan.local).view(-1, 1) + torch.arange(m, device=device)
-        left_take = (plan.stream * (left + most * c) + plan.local * c).view(-1, 1) + torch.arange(left, device=device)
+        # per stream, where a segment's memory, left context and convolution inputs before it lie in
+        # the [state | this call] timelines of its stream, and which rows the new state keeps
         counts_t = torch.tensor(counts, device=device)
-        mem_keep = (torch.arange(batch, device=device) * (m + most) + counts_t).view(-1, 1) + torch.arange(m, device=device)
-        left_keep = (torch.arange(batch, device=device) * (left + most * c) + counts_t * c).view(-1, 1) + torch.arange(
-            left, device=device)
+
+        def places(width: int, per: int) -> tuple[Tensor, Tensor]:
+            """(S, width) rows before each segment, (B, width) last rows of each stream, in the
+            flattened timelines of a ``width``-row cache followed by ``per`` rows per segment."""
+            span = width + most * per
+            take = (plan.stream * span + plan.local * per).view(-1, 1) + torch.arange(width, device=device)
+            keep = (torch.arange(batch, device=device) * span + counts_t * per).view(-1, 1) + torch.arange(
+                width, device=device)
+            return take, keep
+
+        mem_take, mem_keep = places(m, 1)
+        left_take, left_keep = places(left, c)
+        if self.cfg.conv_kernel:
+            conv_take, conv_keep = places(self.cfg.conv_kernel - 1, c)
+        rows_valid = torch.cat([plan.s_valid, plan.rc_valid], dim=1)  # (S, C + R)
 
         def timeline_of(cache: Tensor, new: Tensor) -> Tensor:
             """(B, Lc, *) cache and (S, per, *) rows of this call -> (B * (Lc + most * per), *)."""
@@ -362,17 +432,25 @@ class EmformerEncoder(nn.Module):
             return out.index_put((plan.stream.view(-1, 1), where), new.to(out.dtype)).flatten(0, 1)
 
         memory = seg.sum(1) / plan.s_valid.sum(1, keepdim=True).clamp(min=1)  # layer 0: mean of each input segment
-        new_left, new_memory = [], []
+        new_left, new_memory, new_conv = [], [], []
         layer: EmformerLayer
         for i, layer in enumerate(self.layers):  # type: ignore[assignment]
             mem_rows = timeline_of(state.memory[i], memory.unsqueeze(1))
             h, kv = layer.prepare(seg, block, plan.s_valid)
             left_rows = timeline_of(state.left_kv[i], kv[:, :c])
-            seg, block, memory = layer(
+            seg, block, memory = layer.attend(
                 seg, block, h, kv, mem_rows[mem_take], left_rows[left_take], mask, layer.position_bias(distance, m)
             )
             new_memory.append(mem_rows[mem_keep])
             new_left.append(left_rows[left_keep])
+            before = gated = None
+            if layer.conv is not None:
+                assert state.conv_cache is not None
+                gated = layer.gate(seg, block)  # (S, C + R, D)
+                conv_rows = timeline_of(state.conv_cache[i], gated[:, :c] * plan.s_valid.unsqueeze(-1))
+                before = conv_rows[conv_take]  # (S, G, D)
+                new_conv.append(conv_rows[conv_keep])
+            seg, block = layer.finish(seg, block, before, gated, rows_valid)
         y = self.after_norm(seg)  # (S, C, D)
 
         out_lens = torch.zeros(batch, dtype=torch.long, device=device).index_add(0, plan.stream, plan.s_valid.sum(1))
@@ -391,13 +469,15 @@ class EmformerEncoder(nn.Module):
             left_kv=torch.stack(new_left),
             memory=torch.stack(new_memory),
             segments=state.segments + counts_t,
+            conv_cache=torch.stack(new_conv) if new_conv else None,
         )
         return out, out_lens, new_state
 
 
 class EmformerStep(nn.Module):
     """:meth:`EmformerEncoder.step` in the layout every exported step shares (``StepLayout``):
-    ``forward(feats, end, position, left_kv, memory) -> (y, position + C, left_kv, memory)``,
+    ``forward(feats, end, position, left_kv, memory[, conv_cache]) -> (y, position + C, left_kv,
+    memory[, conv_cache])``,
     one segment per call with no delay; ``end`` (the stream's feature frames once known) masks the
     rows past a stream's end."""
 
@@ -411,24 +491,27 @@ class EmformerStep(nn.Module):
     def layout(self) -> StepLayout:
         cfg, c, r = self.encoder.cfg, self.context.chunk, self.context.right
         n, d = cfg.num_blocks, cfg.output_size
+        states: dict[str, tuple[int, ...]] = {
+            "left_kv": (n, 1, self.context.left, 2 * d), "memory": (n, 1, cfg.memory_size, d)}
+        if cfg.conv_kernel:
+            states["conv_cache"] = (n, 1, cfg.conv_kernel - 1, d)
         return StepLayout(
             feature_frames=(c + r) * cfg.frame_stack, feature_hop=c * cfg.frame_stack, step_frames=c, delay=0,
-            states={"left_kv": (n, 1, self.context.left, 2 * d), "memory": (n, 1, cfg.memory_size, d)},
+            states=states,
         )
 
     def init_state(self, batch: int, device: torch.device | str = "cpu") -> tuple[Tensor, ...]:
-        """``(position, left_kv, memory)`` of ``batch`` streams that have seen nothing."""
+        """``(position, left_kv, memory[, conv_cache])`` of ``batch`` streams that have seen nothing."""
         state = self.encoder.init_state(batch, self.context, device)
-        return torch.zeros(batch, dtype=torch.long, device=device), state.left_kv, state.memory
+        caches = (state.left_kv, state.memory, *([state.conv_cache] if state.conv_cache is not None else []))
+        return torch.zeros(batch, dtype=torch.long, device=device), *caches
 
-    def forward(
-        self, feats: Tensor, end: Tensor, position: Tensor, left_kv: Tensor, memory: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, feats: Tensor, end: Tensor, position: Tensor, *caches: Tensor) -> tuple[Tensor, ...]:
         c = self.context.chunk
         index = torch.div(position, c, rounding_mode="floor")
         remaining = self.encoder.output_lengths(end) - position
-        y, left_kv, memory, _ = self.encoder.step(feats, left_kv, memory, index, self.context, remaining)
-        return y, position + c, left_kv, memory
+        y, caches, _ = self.encoder.step(feats, caches, index, self.context, remaining)
+        return y, position + c, *caches
 
 
 def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:

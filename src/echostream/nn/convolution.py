@@ -1,6 +1,8 @@
 """The Conformer convolution module, applied per chunk over a window with limited right reach.
 
-Shape legend: N chunks, C chunk size, K = kernel // 2 frames of reach each side, D channels.
+Shape legend: N chunks, C chunk size, D channels; the window has ``before`` frames ahead of the
+chunk and ``after`` frames past it: K = kernel // 2 each for the centred kernel (ChunkFormer),
+kernel - 1 and 0 for the causal one (ConvEmformer).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ class ChunkConvolution(nn.Module):
     :meth:`gate` runs per frame, :meth:`forward` runs on the assembled windows.
     """
 
-    def __init__(self, channels: int, kernel_size: int, norm: str, activation: str) -> None:
+    def __init__(self, channels: int, kernel_size: int, norm: str, activation: str, causal: bool = False) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"cnn_module_kernel must be odd, got {kernel_size}")
         self.reach = kernel_size // 2
+        self.before = kernel_size - 1 if causal else self.reach  # window frames ahead of the chunk
+        self.after = 0 if causal else self.reach  # window frames past it
         self.pointwise_conv1 = nn.Conv1d(channels, 2 * channels, 1)
         self.depthwise_conv = nn.Conv1d(channels, channels, kernel_size, groups=channels)
         self.norm: nn.Module
@@ -45,17 +49,17 @@ class ChunkConvolution(nn.Module):
         """Convolve each chunk over its window.
 
         Args:
-            windows: (N, C + 2K, D) GLU outputs around each chunk.
-            conv_mask: (N, C + 2K) True where a window frame may be used.
+            windows: (N, before + C + after, D) GLU outputs around each chunk.
+            conv_mask: (N, before + C + after) True where a window frame may be used.
         Returns:
             out: (N, C, D), zero on frames outside the utterance.
         """
-        h = windows.masked_fill(~conv_mask.unsqueeze(-1), 0.0).transpose(1, 2)  # (N, D, C + 2K)
+        h = windows.masked_fill(~conv_mask.unsqueeze(-1), 0.0).transpose(1, 2)  # (N, D, before + C + after)
         h = self.depthwise_conv(h)  # (N, D, C)
         if isinstance(self.norm, nn.LayerNorm):
             h = self.norm(h.transpose(1, 2))  # (N, C, D)
         else:
             h = self.norm(h).transpose(1, 2)  # (N, C, D)
         h = F.linear(self.activation(h), self.pointwise_conv2.weight.squeeze(-1), self.pointwise_conv2.bias)
-        own = conv_mask[:, self.reach : conv_mask.shape[1] - self.reach]  # (N, C)
+        own = conv_mask[:, self.before : conv_mask.shape[1] - self.after]  # (N, C)
         return h.masked_fill(~own.unsqueeze(-1), 0.0)  # (N, C, D)
