@@ -23,6 +23,7 @@ from echostream.training import experiment as ex
 from echostream.training.results import (
     BEGIN,
     END,
+    context_label,
     fill_block,
     groups_table,
     percent,
@@ -86,7 +87,7 @@ def speechless_kinds(evals: Path, data: Path) -> list[str]:
             spoke[kind] += bool(r["hypothesis"])
             words[kind] += r["insertions"]
         if rows:
-            lines.append(f"- {'/'.join(context[1:].split('_'))}: " + "; ".join(
+            lines.append(f"- {context_label(context)}: " + "; ".join(
                 f"{k} {spoke[k]} of {clips[k]} clips with output ({words[k]} words)" for k in sorted(clips)))  # fmt: skip
     return lines
 
