@@ -16,11 +16,13 @@
 #                  lines with noise, and a quarter of them per codec and per SNR band
 #   3  finetune    echostream finetune --init INIT (default: the bundled default model)
 #   4  evaluate    INIT and the fine-tuned model on every test set -> exp/eval/*.txt, RESULTS.md
+#   5  export      the fine-tuned model and its card -> EXPORT (default
+#                  src/echostream/assets/callbot_model: the bundled "callbot" model)
 #
 # Environment: PYTHON (as in recipes/synth_en), INIT (default: default), FSDD_TEST (the real-speech
 # test: the FSDD speaker recipes/general_en holds out), CALLS (training calls,
 # default 600), EXP (default recipes/callbot/exp), FINETUNE_ARGS (extra echostream finetune
-# arguments, e.g. "--lr 2e-4 --warmup-steps 300" for a small model), THREADS.
+# arguments, e.g. "--lr 2e-4 --warmup-steps 300" for a small model), THREADS, EXPORT.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +33,7 @@ init=${INIT:-default}
 calls=${CALLS:-600}
 threads=${THREADS:-0}
 stage=0
-stop_stage=4
+stop_stage=5
 source "$repo/recipes/common.sh"
 
 # The voices of recipes/general_en (the default model this fine-tunes): training voices for the
@@ -103,4 +105,12 @@ if stage_on 4; then
     done
   done
   "$PYTHON" "$here/results.py" --exp "$exp" --init "$init"
+fi
+
+if stage_on 5; then
+  echo "== stage 5: export"
+  assets=${EXPORT:-$repo/src/echostream/assets/callbot_model}
+  mkdir -p "$assets"
+  cp "$exp/finetune/model/model.pt" "$exp/finetune/model/README.md" "$assets/"
+  echo "exported $assets"
 fi
