@@ -91,3 +91,10 @@ def test_targets_compare_measurements_with_the_issue(results: ModuleType, tmp_pa
     assert not any("FSDD" in line for line in table)  # not measured: no row rather than a made-up one
     kinds = results.speechless_kinds(evals, data)
     assert kinds == ["- 64/128/128: silence 0 of 1 clips with output (0 words); white 1 of 1 clips with output (1 words)"]
+
+
+@pytest.mark.parametrize("script", ["general_en/run.sh", "general_en/voices.sh", "callbot/run.sh",
+                                    "synth_en/run.sh", "synth_en/compare_encoders.sh", "common.sh"])
+def test_recipe_scripts_parse(script: str) -> None:
+    done = subprocess.run(["bash", "-n", str(REPO / "recipes" / script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
