@@ -22,7 +22,13 @@ from echostream.heads.attention_decoder import AttentionDecoderConfig
 from echostream.heads.losses import LossConfig
 from echostream.models.asr import ASRModel, ASRModelConfig
 from echostream.models.build import build_model
-from echostream.training.distributed import environment, init_process_group, training_device, wrap
+from echostream.training.distributed import (
+    close_process_group,
+    environment,
+    init_process_group,
+    training_device,
+    wrap,
+)
 
 CONTEXT = ChunkContext(chunk=4, left=8, right=2)
 
@@ -86,6 +92,9 @@ def main(out: Path, config: str | None, exp: str | None, resume: bool) -> None:
             ["train", "--config", config, "--out", str(target), *(["--resume"] if resume else [])]
         )
         (target.parent / f"exit{env.rank}").write_text(str(code))
+    # as torch.distributed asks: left to interpreter shutdown, gloo's threads can abort the
+    # process after its work is done (seen once in CI: "terminate called without an active exception")
+    close_process_group()
 
 
 if __name__ == "__main__":
