@@ -48,11 +48,8 @@ stop_stage=8
 source "$repo/recipes/common.sh"
 done_or() { [ -s "$1" ]; }   # a stage's output exists: skip it
 
-# Voices. Training never uses festival, any slt voice (CMU ARCTIC, evaluation only in every
-# engine), or the held-out variants below.
-TRAIN_VOICES='espeak:*+m[1-5],espeak:*+f[1-3],mbrola:mb-us1,mbrola:mb-us2,mbrola:mb-en1,flite:kal,flite:kal16,flite:awb,rhvoice:alan,rhvoice:bdl,pico:en-US,piper:joe,hibari:heart'
-NEW_VOICES='espeak:*+m[67],espeak:*+f4,mbrola:mb-us3,flite:rms,rhvoice:clb,pico:en-GB'
-EVAL_VOICES='festival'
+# Voices (TRAIN_VOICES, NEW_VOICES, EVAL_VOICES), shared with recipes/callbot.
+source "$here/voices.sh"
 
 if stage_on 0; then
   echo "== stage 0: text"
