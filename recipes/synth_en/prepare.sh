@@ -22,15 +22,7 @@ fsdd=$repo/../shared/data/fsdd
 renditions=${TRAIN_RENDITIONS:-2}
 seed=${SEED:-1}
 
-if [ -z "${PYTHON:-}" ]; then
-  if [ -n "${VIRTUAL_ENV:-}" ]; then PYTHON=$VIRTUAL_ENV/bin/python
-  elif [ -x "$repo/.venv/bin/python" ]; then PYTHON=$repo/.venv/bin/python
-  else PYTHON=python3; fi
-fi
-if ! "$PYTHON" -c "import echostream" 2>/dev/null; then
-  echo "prepare.sh: error: $PYTHON cannot import echostream (install it: see README.md)" >&2; exit 1
-fi
-echostream() { "$PYTHON" -m echostream.cli.main "$@"; }
+source "$repo/recipes/python.sh"
 
 # Voices. Training never uses festival, nor the variants kept for heldout_new_voices, nor any voice
 # of the CMU ARCTIC speaker slt (flite's slt, festival's cmu_us_slt_arctic_hts): it is reserved for

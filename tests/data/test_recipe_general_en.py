@@ -94,7 +94,7 @@ def test_targets_compare_measurements_with_the_issue(results: ModuleType, tmp_pa
 
 
 @pytest.mark.parametrize("script", ["general_en/run.sh", "general_en/voices.sh", "callbot/run.sh",
-                                    "synth_en/run.sh", "synth_en/compare_encoders.sh", "common.sh"])
+                                    "synth_en/run.sh", "synth_en/compare_encoders.sh", "common.sh", "python.sh"])
 def test_recipe_scripts_parse(script: str) -> None:
     done = subprocess.run(["bash", "-n", str(REPO / "recipes" / script)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
