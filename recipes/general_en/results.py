@@ -16,10 +16,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import torch
-
 from echostream.data.manifest import read_manifest
-from echostream.training import experiment as ex
 from echostream.training.results import (
     BEGIN,
     END,
@@ -28,6 +25,7 @@ from echostream.training.results import (
     groups_table,
     percent,
     read_results,
+    run_summary,
     sets_table,
     word_counts,
 )
@@ -92,32 +90,6 @@ def speechless_kinds(evals: Path, data: Path) -> list[str]:
     return lines
 
 
-def training(run: Path) -> list[str]:
-    validations = ex.validations(run)
-    records = ex.read_records(run / ex.TRAIN_LOG)
-    lines = []
-    if validations:
-        best = min(validations, key=lambda v: (v.wer, v.loss))
-        lines.append(
-            f"- Training: {validations[-1].step} steps ({validations[-1].epoch} complete epochs); best "
-            f"validation (valid, 64/128/128) at step {best.step}: WER {100 * best.wer:.2f}%."
-        )
-    if records:
-        lines.append(
-            f"- Cost: {ex.training_seconds(records) / 3600:.1f} hours of training on this machine "
-            f"(2 cores), {records[-1]['audio_per_second']:.1f} audio seconds per wall second at the end."
-        )
-    average = run / "average.pt"
-    if average.is_file():
-        payload = torch.load(average, map_location="cpu", weights_only=True)
-        parameters = sum(t.numel() for t in payload["model"].values() if t.is_floating_point())
-        lines.append(
-            f"- Model: {parameters / 1e6:.2f} M parameters, the average of "
-            f"{', '.join(payload.get('averaged', [])) or 'one checkpoint'}."
-        )
-    return lines
-
-
 def coverage(data: Path) -> list[str]:
     out = []
     for name in ("text/coverage.txt", "coverage_rendered.txt"):
@@ -129,7 +101,7 @@ def coverage(data: Path) -> list[str]:
 
 def block(exp: Path, data: Path) -> str:
     run, evals = exp / "general", exp / "general" / "eval"
-    lines = [f"Filled by `results.py` on {datetime.date.today().isoformat()}.", "", *training(run), ""]
+    lines = [f"Filled by `results.py` on {datetime.date.today().isoformat()}.", "", *run_summary(run, "valid"), ""]
     lines += ["Targets of issue 12:", "", *targets(evals), ""]
     lines += [sets_table(evals, SETS, CONTEXTS)]
     lines += ["", "Clips without speech, by kind:", "", *speechless_kinds(evals, data), ""]
@@ -147,7 +119,7 @@ def model_card(exp: Path) -> str:
         "# echostream default model (English)\n\n"
         f"Trained by `recipes/general_en/run.sh` with `configs/general_en.yaml` on "
         f"{datetime.date.today().isoformat()}; see `recipes/general_en/RESULTS.md`.\n\n"
-        + "\n".join(training(exp / "general")) + "\n\n" + "\n".join(summary) + "\n\n"
+        + "\n".join(run_summary(exp / "general", "valid")) + "\n\n" + "\n".join(summary) + "\n\n"
         "Use: `echostream transcribe FILE` loads this model when no `--model` is given. It was trained "
         "with chunks of 4 to 32 frames and full context, left contexts of 8 to 64 frames and right "
         "contexts of 0 to 8 frames (80 ms frames): 64/128/128 is the long-form setting, 8/32/8 a "

@@ -12,14 +12,12 @@ import datetime
 import sys
 from pathlib import Path
 
-import torch
-
-from echostream.training import experiment as ex
 from echostream.training.results import (
     fill_block,
     groups_table,
     percent,
     read_results,
+    run_summary,
     sets_table,
     word_counts,
 )
@@ -35,25 +33,7 @@ CONTEXTS = ["c64_l128_r128", "c8_l32_r8"]
 
 def results_block(run: Path) -> tuple[str, list[str]]:
     """Markdown of the results, and one summary line per set (for the model card)."""
-    validations = ex.validations(run)
-    train_log = ex.read_records(run / ex.TRAIN_LOG)
-    payload = torch.load(run / "average.pt", map_location="cpu", weights_only=True)
-    parameters = sum(t.numel() for t in payload["model"].values() if t.is_floating_point())
-    lines = [f"Filled by `run.sh` on {datetime.date.today().isoformat()}.", ""]
-    if validations:
-        best = min(validations, key=lambda v: (v.wer, v.loss))
-        lines.append(
-            f"- Training: {validations[-1].step} steps ({validations[-1].epoch} complete epochs); best validation "
-            f"(heldout, 64/128/128) at step {best.step}: WER {100 * best.wer:.2f}%, loss {best.loss:.3f}."
-        )
-    if train_log:
-        lines.append(
-            f"- Throughput: {train_log[-1]['audio_per_second']:.1f} audio seconds per wall second."
-        )
-    lines.append(
-        f"- Model: {parameters / 1e6:.2f} M parameters, the average of "
-        f"{', '.join(payload.get('averaged', [])) or 'one checkpoint'}."
-    )
+    lines = [f"Filled by `run.sh` on {datetime.date.today().isoformat()}.", "", *run_summary(run, "heldout")]
     evals = run / "eval"
     lines += ["", sets_table(evals, SETS, CONTEXTS), "", "WER (%) per voice family:", ""]
     lines.append(groups_table(evals, list(SETS), CONTEXTS))

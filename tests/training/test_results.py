@@ -48,3 +48,17 @@ def test_fill_block_replaces_only_the_block(tmp_path: Path) -> None:
     results.write_text("no block", encoding="utf-8")
     with pytest.raises(ValueError, match="no <!-- results:begin -->"):
         fill_block(results, "x")
+
+
+def test_run_summary_reports_best_validation_and_hours_over_resumes(tmp_path: Path) -> None:
+    from echostream.training import experiment as ex
+    from echostream.training.results import run_summary
+
+    for step, wall in ((20, 100.0), (40, 200.0), (60, 50.0)):  # resumed after step 40
+        ex.append_record(tmp_path / ex.TRAIN_LOG, {"step": step, "audio_per_second": 40.0, "wall_seconds": wall})
+    for step, wer in ((40, 0.5), (60, 0.4)):
+        ex.record_validation(tmp_path, ex.Validation(step=step, epoch=1, loss=3.0, wer=wer, cer=0.2, utterances=9))
+    assert run_summary(tmp_path, "valid") == [
+        "- Training: 60 steps (1 complete epochs); best validation (valid, 64/128/128) at step 60: WER 40.00%, loss 3.000.",
+        "- Cost: 0.1 hours of training on this machine; 40.0 audio seconds per wall second at the end.",
+    ]  # 250 s; no average.pt: no model line

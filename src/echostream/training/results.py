@@ -15,6 +15,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import torch
+
+from echostream.training import experiment as ex
 from echostream.training.evaluation import ErrorCounts, total
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -96,6 +99,36 @@ def groups_table(eval_dir: Path, sets: Sequence[str], contexts: Sequence[str]) -
             ]
             lines.append(f"| {name} | {group} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def run_summary(run: Path, valid_set: str) -> list[str]:
+    """Markdown bullets on a training run's folder: steps, epochs and best validation (on
+    ``valid_set``, 64/128/128), the training hours (summed over resumes) and throughput, and the
+    averaged model's size and checkpoints (when ``average.pt`` is there)."""
+    validations = ex.validations(run)
+    records = ex.read_records(run / ex.TRAIN_LOG)
+    lines = []
+    if validations:
+        best = min(validations, key=lambda v: (v.wer, v.loss))
+        lines.append(
+            f"- Training: {validations[-1].step} steps ({validations[-1].epoch} complete epochs); best validation "
+            f"({valid_set}, 64/128/128) at step {best.step}: WER {100 * best.wer:.2f}%, loss {best.loss:.3f}."
+        )
+    if records:
+        hours = ex.training_seconds(records) / 3600
+        lines.append(
+            (f"- Cost: {hours:.1f} hours of training on this machine; " if hours else "- ")
+            + f"{records[-1]['audio_per_second']:.1f} audio seconds per wall second at the end."
+        )
+    average = run / "average.pt"
+    if average.is_file():
+        payload = torch.load(average, map_location="cpu", weights_only=True)
+        parameters = sum(t.numel() for t in payload["model"].values() if t.is_floating_point())
+        lines.append(
+            f"- Model: {parameters / 1e6:.2f} M parameters, the average of "
+            f"{', '.join(payload.get('averaged', [])) or 'one checkpoint'}."
+        )
+    return lines
 
 
 def fill_block(results: Path, block: str) -> None:
