@@ -241,8 +241,6 @@ def relative_distances(context: ChunkContext, device: torch.device) -> Tensor:
 class EmformerEncoder(nn.Module):
     """Frame stacking + linear projection, N Emformer layers, a final norm."""
 
-
-
     causal = False
 
     def __init__(self, cfg: EmformerConfig) -> None:
