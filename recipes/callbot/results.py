@@ -13,8 +13,9 @@ import re
 import sys
 from pathlib import Path
 
+from echostream.training.results import fill_block
+
 HERE = Path(__file__).resolve().parent
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 RATE = re.compile(r"^(WER|CER) ([0-9.]+)%")
 SETS = [
     ("test_line", "held-out calls, drawn lines + noise 5-15 dB (the recipe's mix)"),
@@ -61,18 +62,16 @@ def main() -> int:
     args = parser.parse_args()
     report = args.exp / "finetune" / "report.md"
     block = (
-        f"{BEGIN}\nFilled by `run.sh` on {datetime.date.today().isoformat()}; starting model `{args.init}`, "
+        f"Filled by `run.sh` on {datetime.date.today().isoformat()}; starting model `{args.init}`, "
         f"greedy CTC at chunk/left/right 64/128/128 (the fine-tuning context).\n\n{table(args.exp)}\n\n"
         + (report.read_text(encoding="utf-8").split("\n", 2)[2].strip() + "\n" if report.is_file() else "")
-        + END
     )
     results = HERE / "RESULTS.md"
-    text = results.read_text(encoding="utf-8") if results.is_file() else f"# callbot: results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        print(f"{results}: no {BEGIN} ... {END} block", file=sys.stderr)
+    try:
+        fill_block(results, block, "callbot: results")
+    except ValueError as err:
+        print(err, file=sys.stderr)
         return 1
-    head, rest = text.split(BEGIN, 1)
-    results.write_text(head + block + rest.split(END, 1)[1], encoding="utf-8")
     print(table(args.exp))
     return 0
 

@@ -18,8 +18,6 @@ from pathlib import Path
 
 from echostream.data.manifest import read_manifest
 from echostream.training.results import (
-    BEGIN,
-    END,
     context_label,
     fill_block,
     groups_table,
@@ -148,10 +146,8 @@ def main() -> int:
     parser.add_argument("--model-card", type=Path)
     args = parser.parse_args()
     results = HERE / "RESULTS.md"
-    if not results.is_file():
-        results.write_text(f"# general_en: results\n\n{BEGIN}\n{END}\n", encoding="utf-8")
     text = block(args.exp, args.data)
-    fill_block(results, text)
+    fill_block(results, text, "general_en: results")
     if args.model_card is not None:
         args.model_card.write_text(model_card(args.exp), encoding="utf-8")
     print(text)

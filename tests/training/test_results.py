@@ -62,3 +62,9 @@ def test_run_summary_reports_best_validation_and_hours_over_resumes(tmp_path: Pa
         "- Training: 60 steps (1 complete epochs); best validation (valid, 64/128/128) at step 60: WER 40.00%, loss 3.000.",
         "- Cost: 0.1 hours of training on this machine; 40.0 audio seconds per wall second at the end.",
     ]  # 250 s; no average.pt: no model line
+
+
+def test_fill_block_makes_a_missing_file_when_given_a_title(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    fill_block(results, "table", "recipe: results")
+    assert results.read_text(encoding="utf-8") == f"# recipe: results\n\n{BEGIN}\ntable\n{END}\n"

@@ -131,8 +131,11 @@ def run_summary(run: Path, valid_set: str) -> list[str]:
     return lines
 
 
-def fill_block(results: Path, block: str) -> None:
-    """Replace what lies between ``BEGIN`` and ``END`` in ``results`` with ``block``."""
+def fill_block(results: Path, block: str, title: str | None = None) -> None:
+    """Replace what lies between ``BEGIN`` and ``END`` in ``results`` with ``block``; a missing
+    file is made (``# title`` and the block) when ``title`` is given."""
+    if title is not None and not results.is_file():
+        results.write_text(f"# {title}\n\n{BEGIN}\n{END}\n", encoding="utf-8")
     text = results.read_text(encoding="utf-8")
     if BEGIN not in text or END not in text:
         raise ValueError(f"{results}: no {BEGIN} ... {END} block to fill")
