@@ -66,6 +66,17 @@ def test_batches_depend_only_on_their_key(dataset) -> None:  # type: ignore[no-u
     assert a.feats.shape[0] == 3 and int(a.feat_lens.max()) == a.feats.shape[1]
 
 
+def test_augmentation_starts_after_the_clean_epochs(dataset) -> None:  # type: ignore[no-untyped-def]
+    data = BatchDataset(dataset, FBANK, AugmentConfig(clean_epochs=2), seed=3)
+    plain = BatchDataset(dataset, FBANK, None, seed=3)
+    for epoch in (0, 1, 2):
+        key = BatchKey(epoch=epoch, position=0, indices=(1, 2))
+        same = torch.equal(data[key].feats, plain[key].feats)
+        assert same == (epoch < 2), epoch
+    with pytest.raises(ValueError, match="clean_epochs"):
+        AugmentConfig(clean_epochs=-1)
+
+
 def test_validation_batches_are_plain_fbank(dataset) -> None:  # type: ignore[no-untyped-def]
     data = BatchDataset(dataset, FBANK, None, seed=0)
     batch = data[BatchKey(epoch=0, position=0, indices=(1, 2))]

@@ -110,7 +110,9 @@ class AugmentConfig:
     it off. Then, in this order and each only when given: ``reverb`` (a room), ``noise``
     (additive, at a drawn SNR) and ``channel`` (a telephone line); see
     :mod:`echostream.data.augment`. ``spec_augment``: frequency and time masks on the fbank
-    (null: off).
+    (null: off). ``clean_epochs``: epochs trained on the audio as it is before any of this
+    starts (a new model trained from scratch with augmentation from its first step can stay on
+    CTC's token prior; see ``recipes/general_en/README.md``).
     """
 
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
@@ -118,8 +120,11 @@ class AugmentConfig:
     noise: NoiseConfig | None = None
     channel: ChannelConfig | None = None
     spec_augment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
+    clean_epochs: int = 0
 
     def __post_init__(self) -> None:
+        if self.clean_epochs < 0:
+            raise ValueError(f"augment.clean_epochs must be >= 0, got {self.clean_epochs}")
         if not self.speed_factors or any(not 0.5 <= f <= 2.0 for f in self.speed_factors):
             raise ValueError(
                 f"augment.speed_factors must be in [0.5, 2.0], got {self.speed_factors}"

@@ -206,11 +206,11 @@ class BatchDataset(torch.utils.data.Dataset[Batch]):
         self, index: int, key: BatchKey | None = None, repeat: int = 0
     ) -> tuple[Tensor, float]:
         """(T, F) features of one example and its audio seconds; augmented when the dataset
-        augments and a batch ``key`` (the source of the random draws) is given; ``repeat``: see
-        :func:`item_rng`."""
+        augments, a batch ``key`` (the source of the random draws) is given and its epoch is past
+        the clean ones; ``repeat``: see :func:`item_rng`."""
         rate = self.fbank.sample_rate
         samples = load_utterance(self.examples[index].row, rate)  # (N,)
-        if self.augment is None or key is None:
+        if self.augment is None or key is None or key.epoch < self.augment.clean_epochs:
             return torch.from_numpy(compute_fbank(samples, self.fbank)), samples.size / rate
         rng = item_rng(self.seed, key, index, repeat)
         samples = speed_perturb(samples, rng.choice(self.augment.speed_factors), rate)  # (N',)
