@@ -444,6 +444,31 @@ def test_tiny_round_trip_keeps_cmvn_and_config(
         assert torch.equal(loaded.model(x, x_lens, CONTEXT)[0], bundle.model(x, x_lens, CONTEXT)[0])
 
 
+def test_fp16_weights_halve_the_file_and_load_as_fp32(
+    fixture_model: echostream.Model,
+    tmp_path: Path,
+    features: torch.Tensor,
+    reference_log_probs: torch.Tensor,
+) -> None:
+    bundle = fixture_model.bundle
+    save_checkpoint(tmp_path / "fp32.pt", bundle)
+    save_checkpoint(tmp_path / "fp16.pt", bundle, weights="fp16")
+    ratio = (tmp_path / "fp16.pt").stat().st_size / (tmp_path / "fp32.pt").stat().st_size
+    assert 0.45 < ratio < 0.6
+    stored = torch.load(tmp_path / "fp16.pt", weights_only=True)["model"]
+    assert stored["cmvn.mean"].dtype == torch.float32  # buffers are kept as they are
+    loaded = load_checkpoint(tmp_path / "fp16.pt")
+    for name, tensor in bundle.model.state_dict().items():
+        got = loaded.model.state_dict()[name]
+        assert got.dtype == tensor.dtype, name
+        expected = tensor.half().to(tensor.dtype) if stored[name].dtype == torch.float16 else tensor
+        assert torch.equal(got, expected), name
+    probs = _log_probs(loaded, features).exp()
+    assert float((probs - reference_log_probs.exp()).abs().max()) < 0.02
+    with pytest.raises(CheckpointError, match="weights must be one of fp32, fp16"):
+        save_checkpoint(tmp_path / "x.pt", bundle, weights="int4")
+
+
 def _as_version_1(path: Path) -> None:
     """Rewrite our checkpoint at ``path`` as version 1 wrote it: no encoder type, CMVN inside the
     encoder."""

@@ -144,6 +144,10 @@ def test_average_command_gives_the_elementwise_mean(
     for key, value in avg.items():
         if value.is_floating_point():
             torch.testing.assert_close(value, (s20[key] + s30[key]) / 2, rtol=0, atol=1e-6)
+    assert main(["average", "--exp", str(exp), "--last", "2", "--weights", "fp16", "--out", str(tmp_path / "h.pt")]) == 0
+    half = load_checkpoint(tmp_path / "h.pt").model.state_dict()
+    for key, value in avg.items():
+        torch.testing.assert_close(half[key], value, rtol=1e-3, atol=1e-4)
     best = min(ex.validations(exp), key=lambda v: (v.wer, v.loss))
     assert (
         main(["average", "--exp", str(exp), "--best", "1", "--out", str(tmp_path / "best.pt")]) == 0

@@ -90,6 +90,8 @@ def add_average_parser(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--last", type=int, metavar="N", help="the N newest checkpoints")
     p.add_argument("--metric", choices=["wer", "loss"], help="metric for --best (default: the run's validation.metric)")
     p.add_argument("--out", required=True, help="checkpoint file to write (load_model reads it)")
+    p.add_argument("--weights", choices=["fp32", "fp16"], default="fp32",
+                   help="store the averaged parameters in fp32 or fp16 (half the file; loading gives fp32)")
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -285,7 +287,7 @@ def run_average(args: argparse.Namespace) -> int:
         metric = read_saved_config(saved).validation.metric if saved.is_file() else "wer"
     paths = choose_checkpoints(args.exp, "best" if args.best is not None else "last", count, metric)
     bundle = average_checkpoints(paths)
-    save_checkpoint(args.out, bundle, averaged=[p.name for p in paths])
+    save_checkpoint(args.out, bundle, weights=args.weights, averaged=[p.name for p in paths])
     print(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) into {args.out}", file=sys.stderr)
     return 0
 

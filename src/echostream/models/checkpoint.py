@@ -496,13 +496,28 @@ def load_released_folder(folder: str | Path) -> ModelBundle:
 # echostream's own checkpoint file
 
 
-def save_checkpoint(path: str | Path, bundle: ModelBundle, **extra: Any) -> None:
-    """Write ``bundle`` atomically: a crash mid-write never leaves a broken file at ``path``."""
+STORED_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+"""How :func:`save_checkpoint` may store the parameters (loading casts them back to the model's)."""
+
+
+def save_checkpoint(path: str | Path, bundle: ModelBundle, *, weights: str = "fp32", **extra: Any) -> None:
+    """Write ``bundle`` atomically: a crash mid-write never leaves a broken file at ``path``.
+
+    ``weights="fp16"`` stores the floating-point parameters in half precision (half the file, for
+    a model that ships); buffers such as CMVN stay as they are. Loading gives an fp32 model again.
+    """
     path = Path(path)
+    if weights not in STORED_DTYPES:
+        raise CheckpointError(f"weights must be one of {', '.join(STORED_DTYPES)}, got {weights!r}")
+    state = bundle.model.state_dict()
+    if weights != "fp32":
+        parameters = {name for name, _ in bundle.model.named_parameters()}
+        state = {k: v.to(STORED_DTYPES[weights]) if k in parameters and v.is_floating_point() else v
+                 for k, v in state.items()}
     payload = {
         "version": FORMAT_VERSION,
         "config": to_dict(bundle.model.cfg),
-        "model": bundle.model.state_dict(),
+        "model": state,
         "vocab": list(bundle.vocab.tokens),
         "fbank": to_dict(bundle.fbank),
         **extra,
