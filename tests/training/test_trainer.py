@@ -359,3 +359,32 @@ def test_the_planned_steps_are_the_steps_an_epoch_bound_run_makes(
     result = train(load_train_config(make_config(tmp_path, changes)), tmp_path / "exp", on_step=reports.append)
     assert result.epoch == 2 and reports[-1].step == result.step
     assert {r.planned_steps for r in reports} == {result.step}
+
+
+def test_encoder_init_copies_the_encoder_and_cmvn_and_starts_new_heads(
+    trained: tuple[Path, TrainResult], corpus, tmp_path: Path, make_config: Callable[..., Path]  # type: ignore[no-untyped-def]
+) -> None:
+    """``encoder_init`` (WeNet's ``enc_init``): a new model with another tokenizer takes the
+    trained model's encoder and CMVN; its CTC head is new (other vocabulary); another encoder
+    shape is refused by name."""
+    from echostream.text.tokenizer import train_tokenizer
+    from echostream.training.trainer import _setup
+
+    exp, _ = trained
+    source = load_checkpoint(ex.model_path(exp, 30))
+    other = tmp_path / "tokenizer"
+    train_tokenizer([r.text.upper() + " xyz" for r in corpus.rows], other, kind="char", vocab_size=None)
+    cfg = load_train_config(make_config(tmp_path, {"tokenizer": str(other), "encoder_init": str(ex.model_path(exp, 30))}))
+    setup = _setup(cfg, None)
+    assert not setup.new_model, "the CMVN comes from the encoder's model, not from new statistics"
+    for name, value in source.model.encoder.state_dict().items():
+        assert torch.equal(setup.model.encoder.state_dict()[name], value), name
+    assert torch.equal(setup.model.cmvn.mean, source.model.cmvn.mean)
+    assert setup.model.cfg.vocab_size == setup.tokenizer.vocab_size != source.model.cfg.vocab_size
+
+    wider = make_config(tmp_path / "wider", {"encoder_init": str(ex.model_path(exp, 30)), "model": {"encoder": {"output_size": 48}}})
+    with pytest.raises(TrainingError, match="encoder differs"):
+        _setup(load_train_config(wider), None)
+    with pytest.raises(ValueError, match="encoder_init"):
+        load_train_config(make_config(tmp_path / "both", {"model": None, "init": str(FIXTURE_MODEL),
+                                                          "encoder_init": str(FIXTURE_MODEL)}))

@@ -3,8 +3,11 @@
 A config either describes a new model (``model``: encoder, decoder, loss weights, front end; the
 vocabulary size comes from ``tokenizer``) or starts from a trained one (``init``: a released
 ChunkFormer folder or an echostream checkpoint, whose weights, vocabulary, CMVN and front end are
-kept). Relative paths in the file (``init``, ``tokenizer``, ``data.train``, ``data.valid``) are
-relative to the file's folder.
+kept). A new model may take its encoder from a trained one (``encoder_init``: any model
+``load_model`` reads, with the same encoder config): the encoder's weights and the CMVN statistics
+it was trained with are copied, while the heads start afresh for the new tokenizer, as WeNet's
+``enc_init``. Relative paths in the file (``init``, ``encoder_init``, ``tokenizer``,
+``data.train``, ``data.valid``) are relative to the file's folder.
 
 Sizes of chunks and contexts are in the encoder's frames (80 ms ChunkFormer, 40 ms Emformer); durations in seconds.
 """
@@ -224,6 +227,7 @@ class TrainConfig:
     init: str | None = None
     model: ModelShape | None = None
     tokenizer: str | None = None
+    encoder_init: str | None = None
     data: DataConfig
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -251,6 +255,8 @@ class TrainConfig:
             raise ValueError(
                 "a new model needs a tokenizer (a folder from `echostream tokenizer train`)"
             )
+        if self.encoder_init is not None and self.model is None:
+            raise ValueError("encoder_init starts a new model's encoder: it needs model, not init")
         if self.max_epochs < 1 or self.max_steps < 0:
             raise ValueError("max_epochs must be >= 1 and max_steps >= 0")
         if self.accum_grad < 1 or self.grad_clip < 0 or self.log_every < 1:
@@ -300,12 +306,13 @@ def resolve_paths(cfg: TrainConfig, base: str | os.PathLike[str]) -> TrainConfig
         train=tuple(absolute(p) for p in cfg.data.train),
         valid=tuple(absolute(p) for p in cfg.data.valid),
     )
-    init = cfg.init
-    if init is not None and os.path.exists(absolute(init)):  # else a Hugging Face repo id
-        init = absolute(init)
+    def model_path(name: str | None) -> str | None:  # else a bundled name or a Hugging Face repo id
+        return absolute(name) if name is not None and os.path.exists(absolute(name)) else name
+
     return dataclasses.replace(
         cfg,
-        init=init,
+        init=model_path(cfg.init),
+        encoder_init=model_path(cfg.encoder_init),
         tokenizer=absolute(cfg.tokenizer) if cfg.tokenizer is not None else None,
         data=data,
     )

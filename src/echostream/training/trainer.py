@@ -146,8 +146,11 @@ def _setup(cfg: TrainConfig, resume_from: Path | None) -> _Setup:
             loss=cfg.model.loss,
         )
         torch.manual_seed(cfg.seed)
+        model = build_model(model_cfg)
+        if cfg.encoder_init is not None:
+            _copy_encoder(cfg.encoder_init, model, cfg.model.fbank)
         return _Setup(
-            build_model(model_cfg), tokenizer, normalizer, cfg.model.fbank, new_model=True
+            model, tokenizer, normalizer, cfg.model.fbank, new_model=cfg.encoder_init is None
         )
     if cfg.model is not None:
         shape = bundle.model.cfg
@@ -164,6 +167,19 @@ def _setup(cfg: TrainConfig, resume_from: Path | None) -> _Setup:
     elif tokenizer.vocabulary != bundle.vocab:
         raise TrainingError(f"{cfg.tokenizer}: the tokenizer's vocabulary differs from the model's")
     return _Setup(bundle.model, tokenizer, normalizer, bundle.fbank, new_model=False)
+
+
+def _copy_encoder(source: str, model: ASRModel, fbank: FbankConfig) -> None:
+    """Copy the encoder and its CMVN statistics of the trained model ``source`` into the new
+    ``model``, whose encoder config and front end must be the same."""
+    trained = load_model(source).bundle
+    if trained.model.cfg.encoder != model.cfg.encoder:
+        raise TrainingError(f"encoder_init {source}: its encoder differs from the config's model.encoder "
+                            f"({trained.model.cfg.encoder} vs {model.cfg.encoder})")
+    if trained.fbank != fbank:
+        raise TrainingError(f"encoder_init {source}: its front end differs from the config's model.fbank")
+    model.encoder.load_state_dict(trained.model.encoder.state_dict())
+    model.cmvn.load_state_dict(trained.model.cmvn.state_dict())
 
 
 def _read_rows(paths: tuple[str, ...]) -> list[Utterance]:
