@@ -65,7 +65,7 @@ def fixture_model(fixture_dir: Path) -> echostream.Model:
 @pytest.fixture(scope="session")
 def default_model() -> echostream.Model:
     """The bundled default model, loaded once. Tests must not modify it."""
-    return echostream.load_model(REPO_DIR / "src" / "echostream" / "assets" / "default_model")
+    return echostream.load_model(REPO_DIR / "src" / "echostream" / "assets" / "small_en")
 
 
 def tiny_encoder_config(**overrides: Any) -> ChunkFormerConfig:
@@ -137,5 +137,5 @@ def exported_default(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from echostream.export.onnx import export_onnx
     from echostream.models.checkpoint import load_checkpoint
 
-    bundle = load_checkpoint(REPO_DIR / "src" / "echostream" / "assets" / "default_model" / "model.pt")
+    bundle = load_checkpoint(REPO_DIR / "src" / "echostream" / "assets" / "small_en" / "model.pt")
     return export_onnx(bundle, tmp_path_factory.mktemp("onnx_default") / "export")

@@ -2,7 +2,7 @@
 """Fill the results block of RESULTS.md, and write the bundled model's README, from run.sh's
 experiment folder (its eval/*.jsonl, valid.jsonl, train.jsonl and average.pt).
 
-    fill_results.py --run exp/small --results RESULTS.md --model-card .../default_model/README.md
+    fill_results.py --run exp/small --results RESULTS.md --model-card .../small_en/README.md
 """
 
 from __future__ import annotations

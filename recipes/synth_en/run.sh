@@ -11,13 +11,13 @@
 #   3  average     the AVERAGE best checkpoints by validation WER -> exp/small/average.pt
 #   4  evaluate    heldout, heldout_new_voices, eval_festival per voice family, and fsdd/test,
 #                  each at chunk/left/right 64/128/128 and 8/32/8 -> exp/small/eval/
-#   5  export      src/echostream/assets/default_model/model.pt (+ README.md) and RESULTS.md
+#   5  export      src/echostream/assets/small_en/model.pt (+ README.md) and RESULTS.md
 #
 # Environment: PYTHON (as in prepare.sh), NPROC (training processes under torchrun, default 1),
 # THREADS (torch threads per process, default: torch's choice), AVERAGE (default 5),
 # CONFIG (default configs/synth_en_small.yaml; its paths point into this recipe), EXP (default
 # exp/; a CONFIG of your own names its tokenizer EXP/tokenizer), EXPORT (default
-# src/echostream/assets/default_model).
+# src/echostream/assets/small_en).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -96,7 +96,7 @@ fi
 
 if stage_on 5; then
   echo "== stage 5: export and RESULTS.md"
-  assets=${EXPORT:-$repo/src/echostream/assets/default_model}
+  assets=${EXPORT:-$repo/src/echostream/assets/small_en}
   mkdir -p "$assets"
   cp "$run/average.pt" "$assets/model.pt"
   "$PYTHON" "$here/fill_results.py" --run "$run" --results "$here/RESULTS.md" --model-card "$assets/README.md" \

@@ -371,7 +371,7 @@ def _download(repo_id: str) -> Path:
 
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "assets"
-BUNDLED_MODELS = {"default": "default_model", "small_en": "default_model"}
+BUNDLED_MODELS = {"default": "small_en", "small_en": "small_en"}
 """Models that ship inside the package: name -> folder under ``assets/``."""
 
 
