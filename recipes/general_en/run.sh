@@ -22,7 +22,7 @@
 #   6  average     the AVERAGE best checkpoints -> exp/general/average.pt
 #   7  evaluate    every test set at 64/128/128 and 8/32/8 -> exp/general/eval
 #   8  export      RESULTS.md (results.py); the averaged model and its card -> EXPORT (default
-#                  src/echostream/assets/default_model: the bundled default model)
+#                  src/echostream/assets/general_en, which "default" names)
 #
 # Environment: PYTHON, THREADS, SENTENCES (default 30000), TEST_SENTENCES (600), JOINS (1500), SPEECHLESS (2000),
 # LINE_SHARE (0.15), VOCAB (1000), SPEAKER (FSDD speaker held out, default lucas), AVERAGE (5),
@@ -167,7 +167,7 @@ fi
 
 if stage_on 8; then
   echo "== stage 8: RESULTS.md and export"
-  assets=${EXPORT:-$repo/src/echostream/assets/default_model}
+  assets=${EXPORT:-$repo/src/echostream/assets/general_en}
   mkdir -p "$assets"
   cp "$exp/general/average.pt" "$assets/model.pt"
   "$PYTHON" "$here/results.py" --exp "$exp" --data "$data" --model-card "$assets/README.md"
