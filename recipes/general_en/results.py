@@ -5,7 +5,7 @@ targets against what was measured, the out-of-vocabulary rates, the training cos
 model card of the exported model.
 
     python3 recipes/general_en/results.py --exp recipes/general_en/exp --data recipes/general_en/data \
-        [--model-card src/echostream/assets/default_model/README.md]
+        [--model-card src/echostream/assets/general_en/README.md]
 """
 
 from __future__ import annotations
