@@ -22,7 +22,7 @@
 #   6  average     the AVERAGE best checkpoints -> exp/general/average.pt
 #   7  evaluate    every test set at 64/128/128 and 8/32/8 -> exp/general/eval
 #   8  export      RESULTS.md (results.py); the averaged model and its card -> EXPORT (default
-#                  src/echostream/assets/general_en, which "default" names)
+#                  src/echostream/assets/general_en; "default" names it once BUNDLED_MODELS says so)
 #
 # Environment: PYTHON, THREADS, SENTENCES (default 30000), TEST_SENTENCES (600), JOINS (1500), SPEECHLESS (2000),
 # LINE_SHARE (0.15), VOCAB (1000), SPEAKER (FSDD speaker held out, default lucas), AVERAGE (5),
