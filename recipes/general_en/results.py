@@ -22,6 +22,8 @@ from echostream.training.results import (
     fill_block,
     groups_table,
     percent,
+    plot_sets,
+    plot_validation,
     read_results,
     run_summary,
     sets_table,
@@ -97,11 +99,25 @@ def coverage(data: Path) -> list[str]:
     return out
 
 
+def plots(run: Path, evals: Path) -> list[str]:
+    """Validation WER over training hours and WER per set at both contexts, as PNG beside
+    RESULTS.md; the Markdown that shows them."""
+    try:
+        plot_validation({"general_en": run}, HERE / "validation.png")
+        plot_sets(evals, SETS, CONTEXTS, HERE / "wer_by_set.png")
+    except ImportError:
+        print("results.py: no plots without matplotlib (pip install 'echostream[bench]')", file=sys.stderr)
+        return []
+    return ["![validation WER and CER over training hours](validation.png)", "",
+            "![WER per test set at each context](wer_by_set.png)", ""]  # fmt: skip
+
+
 def block(exp: Path, data: Path) -> str:
     run, evals = exp / "general", exp / "general" / "eval"
     lines = [f"Filled by `results.py` on {datetime.date.today().isoformat()}.", "", *run_summary(run, "valid"), ""]
     lines += ["Targets of issue 12:", "", *targets(evals), ""]
     lines += [sets_table(evals, SETS, CONTEXTS)]
+    lines += ["", *plots(run, evals)]
     lines += ["", "Clips without speech, by kind:", "", *speechless_kinds(evals, data), ""]
     lines += ["WER (%) per voice family:", "", groups_table(evals, [s for s in SETS if s != "test_speechless"], CONTEXTS), ""]
     lines += ["Out-of-vocabulary rates:", "", *coverage(data)]

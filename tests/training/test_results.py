@@ -68,3 +68,29 @@ def test_fill_block_makes_a_missing_file_when_given_a_title(tmp_path: Path) -> N
     results = tmp_path / "RESULTS.md"
     fill_block(results, "table", "recipe: results")
     assert results.read_text(encoding="utf-8") == f"# recipe: results\n\n{BEGIN}\ntable\n{END}\n"
+
+
+def test_validation_curve_sums_hours_over_resumes(tmp_path: Path) -> None:
+    from echostream.training import experiment as ex
+    from echostream.training.results import validation_curve
+
+    for step, wall in ((20, 360.0), (40, 720.0), (60, 360.0)):  # resumed after step 40
+        ex.append_record(tmp_path / ex.TRAIN_LOG, {"step": step, "audio_per_second": 40.0, "wall_seconds": wall})
+    for step, wer in ((40, 0.5), (50, 0.45), (60, 0.4)):
+        ex.record_validation(tmp_path, ex.Validation(step=step, epoch=1, loss=3.0, wer=wer, cer=0.2, utterances=9))
+    assert validation_curve(tmp_path) == [(0.2, 40, 0.5, 0.2), (0.2, 50, 0.45, 0.2), (0.3, 60, 0.4, 0.2)]
+
+
+def test_plots_are_written_as_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (echostream[bench])")
+    from echostream.training import experiment as ex
+    from echostream.training.results import plot_sets, plot_validation
+
+    ex.append_record(tmp_path / ex.TRAIN_LOG, {"step": 10, "audio_per_second": 40.0, "wall_seconds": 60.0})
+    ex.record_validation(tmp_path, ex.Validation(step=10, epoch=0, loss=3.0, wer=0.5, cer=0.2, utterances=9))
+    plot_validation({"run": tmp_path}, tmp_path / "valid.png")
+    _write(tmp_path / "test_c64_l128_r128.jsonl", [("the cat", "the bat", "espeak")])
+    _write(tmp_path / "quiet_c64_l128_r128.jsonl", [("", "", "noise")])
+    plot_sets(tmp_path, {"test": "t", "quiet": "q"}, ["c64_l128_r128", "c8_l32_r8"], tmp_path / "sets.png")
+    for name in ("valid.png", "sets.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -115,22 +115,34 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return records
 
 
+def cumulative_seconds(records: Sequence[dict[str, Any]]) -> list[float]:
+    """Wall seconds of training behind each record of a train log, over all its resumes: each
+    record's ``wall_seconds`` counts from its run's (or resume's) start, so a run ends where the next
+    record's count is lower. Work after the last kept checkpoint of a cut-off run, dropped on resume,
+    is not counted; neither are records written before ``wall_seconds`` was logged.
+
+    >>> cumulative_seconds([{"wall_seconds": 10}, {"wall_seconds": 20}, {"wall_seconds": 5}, {}])
+    [10.0, 20.0, 25.0, 25.0]
+    """
+    elapsed, done, last = [], 0.0, 0.0
+    for record in records:
+        wall = float(record.get("wall_seconds", 0.0))
+        if wall < last:
+            done += last
+        last = wall
+        elapsed.append(done + wall)
+    return elapsed
+
+
 def training_seconds(records: Sequence[dict[str, Any]]) -> float:
-    """Wall seconds of training behind a train log, over all its resumes: each record's
-    ``wall_seconds`` counts from its run's (or resume's) start, so a run ends where the next record's
-    count is lower. Work after the last kept checkpoint of a cut-off run, dropped on resume, is not
-    counted; neither are records written before ``wall_seconds`` was logged.
+    """Wall seconds of training behind a whole train log (:func:`cumulative_seconds` of its last
+    record).
 
     >>> training_seconds([{"wall_seconds": 10}, {"wall_seconds": 20}, {"wall_seconds": 5}, {}])
     25.0
     """
-    total, last = 0.0, 0.0
-    for record in records:
-        wall = float(record.get("wall_seconds", 0.0))
-        if wall < last:
-            total += last
-        last = wall
-    return total + last
+    elapsed = cumulative_seconds(records)
+    return elapsed[-1] if elapsed else 0.0
 
 
 def truncate_records(path: str | os.PathLike[str], last_step: int) -> None:

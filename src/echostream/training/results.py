@@ -143,3 +143,72 @@ def fill_block(results: Path, block: str, title: str | None = None) -> None:
     results.write_text(
         f"{head}{BEGIN}\n{block.strip()}\n{END}{rest.split(END, 1)[1]}", encoding="utf-8"
     )
+
+
+def validation_curve(run: Path) -> list[tuple[float, int, float, float]]:
+    """``(training hours, step, WER, CER)`` of each validation of a run, the hours summed over
+    resumes as :func:`experiment.training_seconds` sums them (each validation takes the hours of the
+    last train-log record at or before its step)."""
+    records = ex.read_records(run / ex.TRAIN_LOG)
+    elapsed = [(r["step"], s / 3600) for r, s in zip(records, ex.cumulative_seconds(records), strict=True)]
+    curve = []
+    for v in ex.validations(run):
+        hours = max((h for step, h in elapsed if step <= v.step), default=0.0)
+        curve.append((hours, v.step, v.wer, v.cer))
+    return curve
+
+
+def plot_validation(runs: Mapping[str, Path], path: Path) -> None:
+    """Validation WER and CER against training hours, one line per run folder in ``runs``
+    (label -> folder), written to ``path`` (PNG). Needs matplotlib (``echostream[bench]``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for label, run in runs.items():
+        curve = validation_curve(run)
+        if not curve:
+            continue
+        hours = [c[0] for c in curve]
+        for ax, column, name in ((axes[0], 2, "WER"), (axes[1], 3, "CER")):
+            ax.plot(hours, [100 * c[column] for c in curve], marker="o", markersize=3, label=label)
+            ax.set_ylabel(f"validation {name} (%)")
+    for ax in axes:
+        ax.set_xlabel("training hours on this machine (summed over resumes)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sets(eval_dir: Path, sets: Mapping[str, str], contexts: Sequence[str], path: Path) -> None:
+    """WER per test set (bars, one colour per decoding context) from the eval files, written to
+    ``path`` (PNG); sets without speech and sets with no file are left out. Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, wers = [], {c: [] for c in contexts}
+    for name in sets:
+        found = {c: read_results(eval_dir / f"{name}_{c}.jsonl") for c in contexts}
+        if not any(found.values()) or all(r["words"] == 0 for rows in found.values() for r in rows):
+            continue
+        names.append(name)
+        for c in contexts:
+            wers[c].append(100 * word_counts(found[c]).rate if found[c] else float("nan"))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names)), 4))
+    width = 0.8 / max(1, len(contexts))
+    for i, c in enumerate(contexts):
+        ax.bar([x + i * width for x in range(len(names))], wers[c], width, label=f"chunk/left/right {context_label(c)}")
+    ax.set_xticks([x + width * (len(contexts) - 1) / 2 for x in range(len(names))], names, rotation=20, ha="right")
+    ax.set_ylabel("WER (%)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
