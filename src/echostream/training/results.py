@@ -193,7 +193,8 @@ def plot_sets(eval_dir: Path, sets: Mapping[str, str], contexts: Sequence[str], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names, wers = [], {c: [] for c in contexts}
+    names: list[str] = []
+    wers: dict[str, list[float]] = {c: [] for c in contexts}
     for name in sets:
         found = {c: read_results(eval_dir / f"{name}_{c}.jsonl") for c in contexts}
         if not any(found.values()) or all(r["words"] == 0 for rows in found.values() for r in rows):
