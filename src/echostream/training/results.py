@@ -47,8 +47,17 @@ def percent(counts: ErrorCounts) -> str:
 
 
 def context_label(name: str) -> str:
-    """``c64_l128_r128`` -> ``64/128/128``."""
-    return "/".join(re.findall(r"\d+", name))
+    """A decoding setting's file-name part as a column label: chunk/left/right, and the decoding
+    when it is not greedy CTC.
+
+    >>> context_label("c64_l128_r128"), context_label("c64_l128_r128_attention_rescoring")
+    ('64/128/128', '64/128/128 attention rescoring')
+    """
+    match = re.fullmatch(r"c(\d+)_l(\d+)_r(\d+)(?:_(\w+))?", name)
+    if match is None:
+        return name
+    label = "/".join(match.group(1, 2, 3))
+    return f"{label} {match[4].replace('_', ' ')}" if match[4] else label
 
 
 def _cells(rows: Sequence[Mapping]) -> str:
