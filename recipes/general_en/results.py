@@ -41,7 +41,9 @@ SETS = {
     "librivox": "LibriVox, pocketsphinx-testdata (real, no target)",
     "test_speechless": "silence, noise, tones (must give no words)",
 }
-CONTEXTS = ["c64_l128_r128", "c8_l32_r8"]
+# Greedy CTC at the long-form and a streaming setting (what `transcribe` does by default), and the
+# long-form setting with the CTC beam re-ranked by the attention decoder (`--decoding attention_rescoring`).
+CONTEXTS = ["c64_l128_r128", "c8_l32_r8", "c64_l128_r128_attention_rescoring"]
 LONG_FORM = CONTEXTS[0]
 
 

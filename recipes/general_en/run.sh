@@ -20,7 +20,8 @@
 #   4  tokenizer   BPE of VOCAB pieces on the training transcripts
 #   5  train       configs/general_en.yaml -> exp/general (--resume continues a cut-off run)
 #   6  average     the AVERAGE best checkpoints -> exp/general/average.pt
-#   7  evaluate    every test set at 64/128/128 and 8/32/8 -> exp/general/eval
+#   7  evaluate    every test set at 64/128/128 and 8/32/8 (greedy CTC) and at 64/128/128 with
+#                  attention rescoring -> exp/general/eval
 #   8  export      RESULTS.md (results.py); the averaged model and its card -> EXPORT (default
 #                  src/echostream/assets/general_en; "default" names it once BUNDLED_MODELS says so)
 #
@@ -147,8 +148,10 @@ fi
 if stage_on 7; then
   echo "== stage 7: evaluate"
   mkdir -p "$exp/general/eval"
-  for ctx in "64 128 128" "8 32 8"; do
-    read -r c l r <<<"$ctx"
+  # greedy CTC at the long-form and a streaming setting; the long-form setting re-ranked by the
+  # attention decoder too
+  for ctx in "64 128 128 greedy" "8 32 8 greedy" "64 128 128 attention_rescoring"; do
+    read -r c l r decoding <<<"$ctx"
     for set in test_voices test_new_voices test_festival test_longform longform_parts test_speechless fsdd_heldout librivox; do
       case $set in
         longform_parts) manifest=$data/test_longform/parts_manifest.jsonl ;;
@@ -157,9 +160,10 @@ if stage_on 7; then
         *) manifest=$data/$set/manifest.jsonl ;;
       esac
       result=$exp/general/eval/${set}_c${c}_l${l}_r${r}
+      [ "$decoding" = greedy ] || result=${result}_$decoding
       { [ -s "$result.txt" ] || [ ! -s "$manifest" ]; } && continue
       echostream eval --manifest "$manifest" --model "$exp/general/average.pt" --chunk-size "$c" \
-        --left-context "$l" --right-context "$r" --group-by speaker --score-empty --out "$result.jsonl" \
+        --left-context "$l" --right-context "$r" --decoding "$decoding" --group-by speaker --score-empty --out "$result.jsonl" \
         --threads "$threads" > "$result.txt"
     done
   done
