@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from echostream.training.results import fill_block, plot_validation
+from echostream.training.results import fill_block, plot_bars, plot_validation
 
 HERE = Path(__file__).resolve().parent
 RATE = re.compile(r"^(WER|CER) ([0-9.]+)%")
@@ -59,13 +59,10 @@ def plot(exp: Path, path: Path) -> bool:
     """WER before and after fine-tuning per test set (bars) and the fine-tuning run's validation
     WER over its hours, as one PNG; False without matplotlib."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
         print("results.py: no plot without matplotlib (pip install 'echostream[bench]')", file=sys.stderr)
         return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names, before, after = [], [], []
     for name, _ in SETS:
         b, a = rates(exp / "eval" / f"init_{name}.txt"), rates(exp / "eval" / f"finetuned_{name}.txt")
@@ -73,16 +70,7 @@ def plot(exp: Path, path: Path) -> bool:
             names.append(name.removeprefix("test_"))
             before.append(b["WER"])
             after.append(a["WER"])
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(names)), 4))
-    ax.bar([x - 0.2 for x in range(len(names))], before, 0.4, label="before (starting model)")
-    ax.bar([x + 0.2 for x in range(len(names))], after, 0.4, label="after one fine-tuning step")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("WER (%)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_bars(names, {"before (starting model)": before, "after one fine-tuning step": after}, "WER (%)", path)
     plot_validation({"fine-tuning": exp / "finetune" / "exp"}, path.with_name(path.stem + "_validation.png"))
     return True
 

@@ -197,11 +197,6 @@ def plot_validation(runs: Mapping[str, Path], path: Path) -> None:
 def plot_sets(eval_dir: Path, sets: Mapping[str, str], contexts: Sequence[str], path: Path) -> None:
     """WER per test set (bars, one colour per decoding context) from the eval files, written to
     ``path`` (PNG); sets without speech and sets with no file are left out. Needs matplotlib."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names: list[str] = []
     wers: dict[str, list[float]] = {c: [] for c in contexts}
     for name in sets:
@@ -211,12 +206,22 @@ def plot_sets(eval_dir: Path, sets: Mapping[str, str], contexts: Sequence[str], 
         names.append(name)
         for c in contexts:
             wers[c].append(100 * word_counts(found[c]).rate if found[c] else float("nan"))
+    plot_bars(names, {f"chunk/left/right {context_label(c)}": wers[c] for c in contexts}, "WER (%)", path)
+
+
+def plot_bars(names: Sequence[str], series: Mapping[str, Sequence[float]], ylabel: str, path: Path) -> None:
+    """Grouped bars: one group per name, one bar (and legend entry) per series; PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names)), 4))
-    width = 0.8 / max(1, len(contexts))
-    for i, c in enumerate(contexts):
-        ax.bar([x + i * width for x in range(len(names))], wers[c], width, label=f"chunk/left/right {context_label(c)}")
-    ax.set_xticks([x + width * (len(contexts) - 1) / 2 for x in range(len(names))], names, rotation=20, ha="right")
-    ax.set_ylabel("WER (%)")
+    width = 0.8 / max(1, len(series))
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar([x + i * width for x in range(len(names))], values, width, label=label)
+    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(names))], names, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()
