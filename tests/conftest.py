@@ -65,7 +65,7 @@ def fixture_model(fixture_dir: Path) -> echostream.Model:
 @pytest.fixture(scope="session")
 def default_model() -> echostream.Model:
     """The bundled default model, loaded once. Tests must not modify it."""
-    return echostream.load_model(REPO_DIR / "src" / "echostream" / "assets" / "small_en")
+    return echostream.load_model("default")
 
 
 def tiny_encoder_config(**overrides: Any) -> ChunkFormerConfig:
@@ -135,7 +135,8 @@ def exported_default(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled default model exported to ONNX at the default contexts (long-form, streaming)."""
     pytest.importorskip("onnxruntime", reason="the 'onnx' extra (onnx, onnxruntime) is not installed")
     from echostream.export.onnx import export_onnx
+    from echostream.model import bundled_models
     from echostream.models.checkpoint import load_checkpoint
 
-    bundle = load_checkpoint(REPO_DIR / "src" / "echostream" / "assets" / "small_en" / "model.pt")
+    bundle = load_checkpoint(bundled_models()["default"] / "model.pt")
     return export_onnx(bundle, tmp_path_factory.mktemp("onnx_default") / "export")

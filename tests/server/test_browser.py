@@ -19,10 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_helpers import LiveServer
+import soundfile as sf
+from server_helpers import LiveServer, run_server
 from websockets.sync.client import ClientConnection, connect
 
 import echostream
+from echostream.server import ServerConfig
+from echostream.text.normalize import NormalizerConfig, normalize_text
+from echostream.training.evaluation import word_errors
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.skipif(
@@ -177,3 +181,22 @@ def test_the_page_streams_the_microphone(live: LiveServer, audio_dir: Path, tmp_
         OUTPUT_DIR.mkdir(exist_ok=True)
         shot = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         (OUTPUT_DIR / "microphone-page.png").write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_the_page_transcribes_a_sample_with_the_bundled_model(default_model: echostream.Model, tmp_path: Path) -> None:
+    """What a new user meets: `echostream serve` (the bundled default model at the server's
+    default settings) and the page, with a sample sentence played once as the microphone; the
+    finals shown are that sentence (the bound is the one of tests/test_default_model.py)."""
+    sample = Path(__file__).resolve().parents[2] / "samples" / "phone_16k.wav"
+    with run_server(default_model, ServerConfig()) as live, chromium(Path(f"{sample}%noloop"), tmp_path / "profile") as page:
+        page.call("Page.navigate", url=live.http + "/")
+        page.wait_for("document.body && document.body.dataset.ready === 'true'", "the page's script")
+        page.evaluate("document.getElementById('start').click()", user_gesture=True)
+        page.wait_for("window.echostream.levelDb > -50", "the level meter to show speech")
+        time.sleep(sf.info(sample).duration)  # the whole sentence has been played
+        page.wait_for("window.echostream.levelDb < -80", "the silence after it")
+        page.evaluate("document.getElementById('stop').click()", user_gesture=True)
+        page.wait_for("document.getElementById('status').textContent === 'done'", "the end of the stream")
+        shown = " ".join(_texts(page, "#transcript .final .text"))
+    reference = normalize_text(sample.with_suffix(".txt").read_text(encoding="utf-8"), NormalizerConfig())
+    assert word_errors(reference, normalize_text(shown, NormalizerConfig())).rate <= 0.35, shown
