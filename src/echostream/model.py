@@ -371,7 +371,7 @@ def _download(repo_id: str) -> Path:
 
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "assets"
-BUNDLED_MODELS = {"default": "small_en", "small_en": "small_en"}
+BUNDLED_MODELS = {"default": "general_en", "general_en": "general_en", "small_en": "small_en"}
 """Models that ship inside the package: name -> folder under ``assets/``."""
 
 
