@@ -12,7 +12,17 @@ import soundfile as sf
 from echostream import load_model
 from echostream.cli.main import main
 from echostream.data.manifest import Utterance, read_manifest, write_manifest
-from echostream.training.evaluation import ErrorCounts, char_errors, evaluate, group_of, word_errors
+from echostream.training.evaluation import (
+    ErrorCounts,
+    EvalReport,
+    UtteranceResult,
+    char_errors,
+    evaluate,
+    group_of,
+    read_report,
+    word_errors,
+    write_results,
+)
 from model_folders import FIXTURE_MODEL
 
 needs_model = pytest.mark.skipif(
@@ -29,6 +39,20 @@ def test_error_counts() -> None:
     assert (
         ErrorCounts(deletions=1, reference_length=2) + ErrorCounts(insertions=2, reference_length=3)
     ).rate == 0.6
+
+
+def test_a_written_report_reads_back_with_its_rates(tmp_path: Path) -> None:
+    rows = [("a", "one two three", "one too three", 1.5, "espeak"), ("b", "four five", "four", 2.0, None)]
+    report = EvalReport([UtteranceResult(i, r, h, word_errors(r, h), char_errors(r, h), d, g)
+                         for i, r, h, d, g in rows], 3.5, 1.0)
+    write_results(tmp_path / "r.jsonl", report)
+    back = read_report(tmp_path / "r.jsonl")
+    assert back.words == report.words == ErrorCounts(1, 0, 1, 5)
+    assert back.chars.rate == report.chars.rate and back.audio_seconds == 3.5
+    assert [u.group for u in back.utterances] == ["espeak", None]
+    (tmp_path / "bad.jsonl").write_text('{"id": "a"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1: not a scored utterance"):
+        read_report(tmp_path / "bad.jsonl")
 
 
 def test_group_of_takes_the_prefix(corpus) -> None:  # type: ignore[no-untyped-def]

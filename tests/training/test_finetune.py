@@ -76,10 +76,14 @@ def test_finetune_runs_end_to_end_and_resumes(corpus, tmp_path: Path, capsys: py
     report = (out / "report.md").read_text()
     assert "| before |" in report and "| after (2 checkpoints averaged) |" in report
     # the same command again continues the finished run: no new steps, the first evaluation kept
+    # and read back into the rewritten report and card
     before = (out / "before.txt").stat().st_mtime_ns
+    before_row = next(line for line in report.splitlines() if line.startswith("| before |"))
     assert _finetune(corpus, out, *channel) == 0
     assert [v.step for v in ex.validations(out / "exp")] == [2, 4]
     assert (out / "before.txt").stat().st_mtime_ns == before
+    assert before_row in (out / "report.md").read_text()
+    assert "% before" in (out / "model" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(

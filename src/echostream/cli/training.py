@@ -266,8 +266,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         bar.close()
         for b in evaluating:
             b.close()
-    before = f"{100 * result.before.words.rate:.2f}%" if result.before is not None else "see before.txt"
-    print(f"{_summary(result.training)}\nvalidation WER before {before}, after {100 * result.after.words.rate:.2f}%; "
+    print(f"{_summary(result.training)}\nvalidation WER before {100 * result.before.words.rate:.2f}%, "
+          f"after {100 * result.after.words.rate:.2f}%; "
           f"model in {result.model} (load_model / --model take it); report in {Path(args.out) / 'report.md'}",
           file=sys.stderr)
     return 0

@@ -132,6 +132,16 @@ class UtteranceResult:
             **({"group": self.group} if self.group is not None else {}),
         }
 
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> UtteranceResult:
+        """The inverse of :meth:`as_dict` (character errors come back as one count)."""
+        return cls(
+            id=row["id"], reference=row["reference"], hypothesis=row["hypothesis"],
+            words=ErrorCounts(row["substitutions"], row["insertions"], row["deletions"], row["words"]),
+            chars=ErrorCounts(substitutions=row["char_errors"], reference_length=row["chars"]),
+            duration=row["duration"], group=row.get("group"),
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class EvalReport:
@@ -399,6 +409,21 @@ def format_report(report: EvalReport, *, worst: int = 10, group_by: str | None =
             lines.append(f"    ref: {u.reference}")
             lines.append(f"    hyp: {u.hypothesis}")
     return "\n".join(lines)
+
+
+def read_report(path: str | os.PathLike[str]) -> EvalReport:
+    """The scored utterances of a :func:`write_results` file as a report (its wall time is not
+    kept: 0). Raises ValueError naming the file and line for a malformed one."""
+    utterances = []
+    with Path(path).open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                utterances.append(UtteranceResult.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}:{number}: not a scored utterance ({err})") from None
+    return EvalReport(utterances, sum(u.duration for u in utterances), 0.0)
 
 
 def write_results(path: str | os.PathLike[str], report: EvalReport) -> None:

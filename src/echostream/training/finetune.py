@@ -44,7 +44,13 @@ from echostream.training.config import (
     ValidationConfig,
 )
 from echostream.training.context import ContextSampler
-from echostream.training.evaluation import EvalReport, evaluate, format_report, write_results
+from echostream.training.evaluation import (
+    EvalReport,
+    evaluate,
+    format_report,
+    read_report,
+    write_results,
+)
 from echostream.training.sampler import SamplerConfig
 from echostream.training.schedule import ScheduleConfig
 from echostream.training.trainer import StepReport, TrainResult, train
@@ -117,7 +123,7 @@ class FinetuneResult:
     """What a fine-tuning run ended with."""
 
     model: Path  # the averaged model's folder
-    before: EvalReport | None  # None: the folder's report was written by an earlier run
+    before: EvalReport  # the starting model (read back from before.jsonl when a rerun continues)
     after: EvalReport
     training: TrainResult
     averaged: tuple[str, ...]  # checkpoint names
@@ -174,8 +180,9 @@ def finetune(
         cfg.validation.left_context,
         cfg.validation.right_context,
     )
-    before: EvalReport | None = None
-    if not (out / "before.txt").is_file():
+    if (out / "before.jsonl").is_file():  # a rerun: the starting model was evaluated already
+        before = read_report(out / "before.jsonl")
+    else:
         on_message(f"evaluating {cfg.init} on the validation set")
         before = _evaluate(cfg.init, cfg.data.valid, context, out, "before", on_eval)
         on_message(f"before: WER {100 * before.words.rate:.2f}%")
@@ -191,12 +198,11 @@ def finetune(
     save_checkpoint(model_dir / "model.pt", ex.average_checkpoints(paths), averaged=[p.name for p in paths])
     on_message(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in paths)})")
     after = _evaluate(model_dir, cfg.data.valid, context, out, "after", on_eval)
-    first = _read_first_line(out / "before.txt")
     report = (
         f"# Fine-tuning report\n\nFrom `{cfg.init}`, {datetime.date.today().isoformat()}. "
         f"Validation: {', '.join(cfg.data.valid)} at chunk/left/right {'/'.join(map(str, context))}.\n\n"
         "| model | WER % | CER % |\n| --- | ---: | ---: |\n"
-        + (f"| before | {_rates(before)} |\n" if before is not None else f"| before | see before.txt: {first} |\n")
+        + f"| before | {_rates(before)} |\n"
         + f"| after ({len(paths)} checkpoints averaged) | {_rates(after)} |\n\n"
         f"Training stopped at step {result.step} (epoch {result.epoch})"
         + (" early" if result.stopped_early else "")
@@ -209,17 +215,10 @@ def finetune(
     return FinetuneResult(model_dir, before, after, result, tuple(p.name for p in paths))
 
 
-def _read_first_line(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()[0]
-    except (OSError, IndexError):
-        return "(missing)"
-
-
 def _model_card(
     cfg: TrainConfig,
     context: tuple[int, int, int],
-    before: EvalReport | None,
+    before: EvalReport,
     after: EvalReport,
     paths: Sequence[Path],
     result: TrainResult,
@@ -243,7 +242,7 @@ def _model_card(
         f"- Augmentation: {augment}",
         f"- Averaged: {', '.join(p.name for p in paths)}",
         f"- Validation WER: {100 * after.words.rate:.2f}% after"
-        + (f", {100 * before.words.rate:.2f}% before" if before is not None else ""),
+        + f", {100 * before.words.rate:.2f}% before",
         "",
     ]
     return "\n".join(lines)
