@@ -16,13 +16,15 @@
 #                  lines with noise, and a quarter of them per codec and per SNR band
 #   3  finetune    echostream finetune --init INIT (default: the bundled default model)
 #   4  evaluate    INIT and the fine-tuned model on every test set -> exp/eval/*.txt, RESULTS.md
-#   5  export      the fine-tuned model and its card -> EXPORT (default
-#                  src/echostream/assets/callbot_model: the bundled "callbot" model)
+#   5  export      (only when asked for: --stage 5) the fine-tuned model and its card -> EXPORT
+#                  (default src/echostream/assets/callbot; BUNDLED_MODELS in model.py names it)
 #
 # Environment: PYTHON (as in recipes/synth_en), INIT (default: default), FSDD_TEST (the real-speech
 # test: the FSDD speaker recipes/general_en holds out), CALLS (training calls,
 # default 600), EXP (default recipes/callbot/exp), FINETUNE_ARGS (extra echostream finetune
-# arguments, e.g. "--lr 2e-4 --warmup-steps 300" for a small model), THREADS, EXPORT.
+# arguments, e.g. "--lr 1e-4"), READ (read-speech sources, "MANIFEST:WEIGHT ..."), MAX_STEPS
+# (default 2000), WARMUP (warm-up steps, default 200), MOH (a hold-music folder, default Debian's
+# /usr/share/asterisk/moh), THREADS, EXPORT.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,9 +33,10 @@ data=$here/data
 exp=${EXP:-$here/exp}
 init=${INIT:-default}
 calls=${CALLS:-600}
+MOH=${MOH:-/usr/share/asterisk/moh}
 threads=${THREADS:-0}
 stage=0
-stop_stage=5
+stop_stage=4
 source "$repo/recipes/common.sh"
 
 # The voices of recipes/general_en (the default model this fine-tunes): training voices for the
@@ -81,9 +84,22 @@ fi
 
 if stage_on 3; then
   echo "== stage 3: fine-tune $init"
+  # Noise: the recipe's white/pink/brown, plus babble of the training calls and hold music where
+  # Debian's asterisk-moh-opsound-wav is installed. Warm-up: the recipe's 2000 steps are sized for
+  # a run of many thousand steps; an epoch here is about 520 steps, so WARMUP (default 200) keeps
+  # the recipe's peak lr (5e-5) with a warm-up of about a tenth of the run, and validation every
+  # 100 steps lets early stopping act within it. MAX_STEPS (default 2000, about 4 epochs) is the
+  # run of RESULTS.md, what one working session allowed; 0 runs the recipe's up to 20 epochs.
+  music=(); [ -d "$MOH" ] && music=(--music-dir "$MOH")
+  # READ: read speech beside the calls, the recipe's optional 10-20 %, as MANIFEST:WEIGHT items
+  # (weights relative to telephony 0.8 and conversation 0.2), e.g. the starting model's own data
+  # so that it keeps what the calls do not hold (isolated real digits: RESULTS.md).
+  read=(); for source in ${READ:-}; do read+=(--data "$source"); done
   # shellcheck disable=SC2086  # FINETUNE_ARGS is a list of arguments
   echostream finetune --init "$init" --data "$data/telephony_train/manifest.jsonl:0.8" \
     --data "$data/calls_train/manifest.jsonl:0.2" --valid "$data/telephony_valid/manifest.jsonl" \
+    --babble "$data/calls_train/manifest.jsonl" "${music[@]}" "${read[@]}" \
+    --warmup-steps "${WARMUP:-200}" --valid-every 100 --max-steps "${MAX_STEPS:-2000}" \
     --out "$exp/finetune" --threads "$threads" ${FINETUNE_ARGS:-}
 fi
 
@@ -109,8 +125,9 @@ fi
 
 if stage_on 5; then
   echo "== stage 5: export"
-  assets=${EXPORT:-$repo/src/echostream/assets/callbot_model}
+  assets=${EXPORT:-$repo/src/echostream/assets/callbot}
   mkdir -p "$assets"
-  cp "$exp/finetune/model/model.pt" "$exp/finetune/model/README.md" "$assets/"
+  cp "$exp/finetune/model/model.pt" "$assets/"
+  "$PYTHON" "$here/results.py" --exp "$exp" --init "$init" --card "$assets/README.md"
   echo "exported $assets"
 fi
