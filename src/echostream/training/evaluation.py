@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,7 @@ class UtteranceResult:
         }
 
     @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> UtteranceResult:
+    def from_dict(cls, row: Mapping[str, Any]) -> UtteranceResult:
         """The inverse of :meth:`as_dict` (character errors come back as one count)."""
         return cls(
             id=row["id"], reference=row["reference"], hypothesis=row["hypothesis"],

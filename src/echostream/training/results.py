@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from echostream.training import experiment as ex
-from echostream.training.evaluation import ErrorCounts, total
+from echostream.training.evaluation import ErrorCounts, UtteranceResult, total
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -31,15 +31,11 @@ def read_results(path: Path) -> list[dict]:
 
 
 def word_counts(rows: Sequence[Mapping]) -> ErrorCounts:
-    return total(
-        ErrorCounts(r["substitutions"], r["insertions"], r["deletions"], r["words"]) for r in rows
-    )
+    return total(UtteranceResult.from_dict(r).words for r in rows)
 
 
 def char_counts(rows: Sequence[Mapping]) -> ErrorCounts:
-    return total(
-        ErrorCounts(substitutions=r["char_errors"], reference_length=r["chars"]) for r in rows
-    )
+    return total(UtteranceResult.from_dict(r).chars for r in rows)
 
 
 def percent(counts: ErrorCounts) -> str:
