@@ -33,6 +33,7 @@ for preset in ${PRESETS:-synth_en_small emformer_small zipformer_small}; do
   config=$out/$preset.yaml
   # the preset with its relative paths made absolute and the step budget of this comparison
   "$PYTHON" - "$repo/configs/$preset.yaml" "$config" "$steps" <<'PY'
+import os
 import sys
 from pathlib import Path
 
@@ -40,7 +41,9 @@ import yaml
 
 src, dst, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 cfg = yaml.safe_load(src.read_text())
-resolve = lambda p: str((src.parent / p).resolve())
+# absolute without following symlinks: manifests' relative audio paths (../shared/data/fsdd) are
+# relative to the folder as the recipe names it, which data/ may link elsewhere
+resolve = lambda p: os.path.normpath(src.parent.absolute() / p)
 cfg["tokenizer"] = resolve(cfg["tokenizer"])
 cfg["data"]["train"] = [resolve(p) for p in cfg["data"]["train"]]
 cfg["data"]["valid"] = [resolve(p) for p in cfg["data"]["valid"]]
