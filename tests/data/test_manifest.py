@@ -82,6 +82,40 @@ def test_moving_manifest_and_audio_together_keeps_it_valid(tmp_path: Path) -> No
     assert len(good) == 1 and not problems
 
 
+def test_a_manifest_in_a_linked_folder_finds_audio_outside_it_by_either_path(
+    tmp_path: Path,
+) -> None:
+    # recipes link data/ to a bigger disk while their manifests point at ../shared audio
+    audio = _wav(tmp_path / "shared" / "x.wav", 0.5)
+    (tmp_path / "disk" / "deeper" / "data").mkdir(parents=True)
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "data").symlink_to(tmp_path / "disk" / "deeper" / "data")
+    row = Utterance(id="x", audio=str(audio), text="hi", duration=0.5)
+    write_manifest(tmp_path / "repo" / "data" / "m.jsonl", [row])
+    for path in (
+        tmp_path / "repo" / "data" / "m.jsonl",
+        tmp_path / "disk" / "deeper" / "data" / "m.jsonl",
+    ):
+        (read,) = read_manifest(path)
+        assert Path(read.audio).resolve() == audio.resolve(), path
+
+
+def test_a_manifest_written_relative_to_the_link_name_still_reads_through_the_link(
+    tmp_path: Path,
+) -> None:
+    # written before paths were made relative to the folder on disk: "../../shared" from repo/data
+    audio = _wav(tmp_path / "shared" / "x.wav", 0.5)
+    (tmp_path / "disk" / "deeper" / "data").mkdir(parents=True)
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "data").symlink_to(tmp_path / "disk" / "deeper" / "data")
+    manifest = tmp_path / "repo" / "data" / "m.jsonl"
+    manifest.write_text(
+        '{"id": "x", "audio": "../../shared/x.wav", "text": "hi", "duration": 0.5}\n'
+    )
+    (read,) = read_manifest(manifest)
+    assert Path(read.audio).resolve() == audio.resolve()
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

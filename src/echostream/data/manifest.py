@@ -14,7 +14,8 @@ the whole file), ``speaker``, ``language``. Any other key is an error naming the
 In memory an :class:`Utterance`'s ``audio`` is a path usable from the current directory:
 :func:`read_manifest` resolves relative paths against the manifest's folder, and
 :func:`write_manifest` writes paths relative to the new manifest's folder, so that a manifest and
-its audio can move together.
+its audio can move together. "The manifest's folder" is the folder as it lies on disk (symlinks
+followed), so a relative path means the same file whichever link the manifest is reached through.
 
 Importers build rows from Kaldi-style data folders (:func:`import_kaldi_dir`) and from folders of
 ``X.wav`` + ``X.txt`` pairs (:func:`import_paired_dir`). :func:`validate_manifest` checks rows
@@ -112,6 +113,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Utterance]:
     except UnicodeDecodeError:
         raise ManifestError(f"{file}: not UTF-8 text") from None
     base = file.parent
+    physical = base.resolve()
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -130,7 +132,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Utterance]:
             if message.startswith(f"{where}."):
                 message = f"{where}: {message[len(where) + 1 :]}"
             raise ManifestError(message) from None
-        rows.append(replace(row, audio=_resolve(row.audio, base)))
+        rows.append(replace(row, audio=_resolve_in_manifest(row.audio, base, physical)))
     return rows
 
 
@@ -141,7 +143,7 @@ def write_manifest(path: str | os.PathLike[str], rows: Iterable[Utterance]) -> N
     """
     file = Path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
-    base = file.parent.absolute()
+    base = file.parent.resolve()
     temporary = file.with_name(f".{file.name}.tmp")
     with temporary.open("w", encoding="utf-8") as out:
         for row in rows:
@@ -167,8 +169,25 @@ def _resolve(audio: str, base: Path) -> str:
     return os.path.normpath(audio if os.path.isabs(audio) else base / audio)
 
 
+def _resolve_in_manifest(audio: str, base: Path, physical: Path) -> str:
+    """A manifest row's audio path, relative ones against the manifest's folder as it lies on disk
+    (``physical``: symlinks followed, so ``../x`` means what the file system means by it), or
+    against the folder as named (``base``) where only that one exists: manifests written before
+    paths were made relative to the physical folder, reached through a symlinked folder."""
+    named = _resolve(audio, base)
+    if os.path.isabs(audio) or ".." not in Path(audio).parts:
+        return named  # the same file either way
+    on_disk = _resolve(audio, physical)
+    if on_disk == named or (not os.path.exists(on_disk) and os.path.exists(named)):
+        return named
+    return on_disk
+
+
 def _relative(audio: str, base: Path) -> str:
-    absolute = os.path.abspath(audio)
+    """``audio`` relative to the folder ``base`` (symlinks resolved), from the folder the audio
+    lies in as the file system sees it (its own file name kept: a linked file stays a link)."""
+    where = Path(os.path.abspath(audio))
+    absolute = where.parent.resolve() / where.name
     try:
         return Path(os.path.relpath(absolute, base)).as_posix()
     except ValueError:  # another drive (Windows): no relative path exists
