@@ -178,3 +178,46 @@ def test_augment_command_writes_line_audio_reproducibly(
     assert all("mulaw" in c for c in conditions)
     assert main(["augment", "--manifest", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "x")]) == 2
     assert "nothing to do" in capsys.readouterr().err
+
+
+def test_augment_sets_aside_duplicate_ids_and_keeps_long_or_odd_ids_apart(
+    tmp_path: Path, speech: np.ndarray
+) -> None:
+    from echostream.data.augment import ConditionsConfig, augment_manifest
+    from echostream.data.manifest import read_manifest
+
+    long_short = [speech[:8000], speech[:16000]]
+    paths = []
+    for i, samples in enumerate(long_short):
+        paths.append(tmp_path / f"in{i}.wav")
+        sf.write(paths[-1], samples, 16000)
+    rows = [
+        Utterance(id="a", audio=str(paths[0]), text="one", duration=0.5),
+        Utterance(id="a", audio=str(paths[1]), text="two", duration=1.0),  # same id, other audio
+        Utterance(id="L" * 300 + "1", audio=str(paths[0]), text="long", duration=0.5),
+        Utterance(id="L" * 300 + "2", audio=str(paths[1]), text="long too", duration=1.0),
+        Utterance(id="x\u0000y/z", audio=str(paths[1]), text="odd", duration=1.0),
+    ]
+    conditions = ConditionsConfig(noise=NoiseConfig(kinds=("white",), kind_weights=(1.0,), snr_db=(10.0, 10.0)))
+    _, failed = augment_manifest(rows, tmp_path / "out", conditions)
+    assert len(failed) == 1 and failed[0].startswith("a: duplicate id")
+    back = {row.id: row for row in read_manifest(tmp_path / "out" / "manifest.jsonl")}
+    assert set(back) == {"a", "L" * 300 + "1", "L" * 300 + "2", "x\u0000y/z"}
+    for row in back.values():  # each row's own audio, not another's written over it
+        assert row.duration == pytest.approx(sf.info(row.audio).duration, abs=1e-4)
+    assert back["a"].duration == pytest.approx(0.5, abs=1e-3)
+    assert len({row.audio for row in back.values()}) == 4
+
+
+def test_augment_names_a_row_it_cannot_write_and_writes_the_others(
+    tmp_path: Path, speech: np.ndarray
+) -> None:
+    from echostream.data.augment import ConditionsConfig, augment_manifest
+
+    sf.write(tmp_path / "in.wav", speech[:8000], 16000)
+    rows = [Utterance(id=name, audio=str(tmp_path / "in.wav"), text="t", duration=0.5) for name in "abc"]
+    (tmp_path / "out" / "wav" / "b.wav").mkdir(parents=True)  # a folder where b's file would go
+    conditions = ConditionsConfig(noise=NoiseConfig(kinds=("white",), kind_weights=(1.0,), snr_db=(10.0, 10.0)))
+    written, failed = augment_manifest(rows, tmp_path / "out", conditions)
+    assert [w.row.id for w in written] == ["a", "c"]
+    assert len(failed) == 1 and failed[0].startswith("b: cannot write")

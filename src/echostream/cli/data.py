@@ -152,7 +152,7 @@ def run_augment(args: argparse.Namespace) -> int:
                                            progress=bar.update)
     report_problems(failed)
     print(f"{len(written)} of {len(rows)} utterances written to {Path(args.out) / 'manifest.jsonl'}"
-          + (f"; {len(failed)} could not be read" if failed else ""), file=sys.stderr)
+          + (f"; {len(failed)} left out" if failed else ""), file=sys.stderr)
     return 0 if written else 1
 
 

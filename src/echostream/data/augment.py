@@ -13,6 +13,7 @@ Shape legend: N samples of a mono float32 waveform.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -139,13 +140,26 @@ def _augment_row(row: Utterance) -> AugmentedRow | str:
         y, rate, done = augmenter.apply_at_line_rate(samples, random.Random(f"{_WORKER['seed']}:{row.id}"))
     except (AudioError, ChannelError) as err:
         return f"{row.id}: {err}"
-    path = _WORKER["folder"] / "wav" / (row.id.replace(os.sep, "_") + ".wav")
-    sf.write(path, y, rate, subtype="PCM_16")
+    path = _WORKER["folder"] / "wav" / (_file_stem(row.id) + ".wav")
+    try:
+        sf.write(path, y, rate, subtype="PCM_16")
+    except (OSError, sf.SoundFileError) as err:
+        return f"{row.id}: cannot write {path}: {err}"
     written = Utterance(
         id=row.id, audio=str(path), text=row.text, duration=y.size / rate,
         speaker=row.speaker, language=row.language,
     )  # fmt: skip
     return AugmentedRow(written, done)
+
+
+def _file_stem(row_id: str) -> str:
+    """A file name for a row: its id with path separators and control characters replaced, and
+    an id too long for a file name cut and told apart by a hash of the whole id."""
+    stem = "".join("_" if ch in "/\\" or not ch.isprintable() else ch for ch in row_id)
+    if len(stem.encode("utf-8")) > 160:
+        digest = hashlib.sha1(row_id.encode("utf-8")).hexdigest()[:16]
+        stem = stem.encode("utf-8")[:120].decode("utf-8", "ignore") + "-" + digest
+    return stem
 
 
 def augment_manifest(
@@ -161,28 +175,40 @@ def augment_manifest(
     line was drawn, else 16 kHz), ``out/manifest.jsonl`` and ``out/conditions.jsonl`` (each id
     and what was done to it, for error rates per codec or SNR). Each row's draws come from
     ``seed`` and its id, so the output does not depend on ``jobs`` (processes). Rows that cannot
-    be read are left out and returned as one-line reasons; the others are written."""
+    be read or written are left out and returned as one-line reasons, as are rows whose id (or
+    file name) an earlier row has; the others are written. A run stopped part-way (Ctrl-C, a
+    crash) still writes the manifest of the rows it finished."""
     folder = Path(out)
     (folder / "wav").mkdir(parents=True, exist_ok=True)
     results: list[AugmentedRow | str] = []
-    if jobs <= 1:
-        _start_worker(conditions, seed, str(folder))
-        for row in rows:
-            results.append(_augment_row(row))
-            if progress is not None:
-                progress(1)
-    else:
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")  # torch's threads do not survive fork
-        with context.Pool(jobs, _start_worker, (conditions, seed, str(folder))) as pool:
-            for result in pool.imap(_augment_row, rows, chunksize=8):
-                results.append(result)
+    seen: set[str] = set()
+    unique = []
+    for row in rows:  # one file per id: a second row of the same id would overwrite the first's audio
+        stem = _file_stem(row.id).casefold()
+        if stem in seen:
+            results.append(f"{row.id}: duplicate id (an earlier row has it, or one with the same file name)")
+        else:
+            seen.add(stem)
+            unique.append(row)
+    try:
+        if jobs <= 1:
+            _start_worker(conditions, seed, str(folder))
+            for row in unique:
+                results.append(_augment_row(row))
                 if progress is not None:
                     progress(1)
-    written = [r for r in results if isinstance(r, AugmentedRow)]
-    failed = [r for r in results if isinstance(r, str)]
-    write_manifest(folder / "manifest.jsonl", [r.row for r in written])
-    lines = [json.dumps({"id": r.row.id, "conditions": list(r.conditions)}) for r in written]
-    (folder / "conditions.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return written, failed
+        else:
+            import multiprocessing
+
+            context = multiprocessing.get_context("spawn")  # torch's threads do not survive fork
+            with context.Pool(jobs, _start_worker, (conditions, seed, str(folder))) as pool:
+                for result in pool.imap(_augment_row, unique, chunksize=8):
+                    results.append(result)
+                    if progress is not None:
+                        progress(1)
+    finally:
+        written = [r for r in results if isinstance(r, AugmentedRow)]
+        write_manifest(folder / "manifest.jsonl", [r.row for r in written])
+        lines = [json.dumps({"id": r.row.id, "conditions": list(r.conditions)}) for r in written]
+        (folder / "conditions.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return written, [r for r in results if isinstance(r, str)]
