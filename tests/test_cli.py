@@ -578,8 +578,12 @@ def test_a_file_corrupt_mid_way_keeps_what_came_before(capsys: pytest.CaptureFix
     assert "flac decoder lost sync" in err and "kept the transcript of its first 10.0 s" in err
     samples, rate = sf.read(_audio("long.wav"), dtype="float32")
     first_ten = model.transcribe((samples[: 10 * rate], rate), block_seconds=5)[0].text
-    assert (out_dir / "bad.txt").read_text().strip() == first_ten != ""
-    assert (out_dir / "utt2.txt").is_file()
+    assert (out_dir / "bad.incomplete.txt").read_text().strip() == first_ten != ""
+    assert (out_dir / "utt2.txt").is_file() and not (out_dir / "bad.txt").exists()
+    # --resume does not take the cut-short transcript for done: it tries the file again
+    code, _, err = _transcribe(capsys, "--block-seconds", "5", "--output-dir", out_dir, "--resume", bad,
+                               _audio("utt2.wav"))
+    assert code == 1 and "1 of 2 inputs already have their output" in err and "flac decoder lost sync" in err
 
 
 def _corrupt_flac(folder: Path) -> Path:

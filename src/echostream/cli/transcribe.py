@@ -116,19 +116,25 @@ class _Writer:
         self.fmt, self.out_dir, self.several, self.out = fmt, out_dir, several, out
         self.render = WRITERS[fmt]
 
-    def path(self, name: str) -> Path:
+    def path(self, name: str, complete: bool = True) -> Path:
+        """Where a transcript goes; one cut short by an error goes to NAME.incomplete.FMT, which
+        ``--resume`` does not take for done (so a rerun tries the file again)."""
         assert self.out_dir is not None
-        return self.out_dir / f"{name}.{self.fmt}"
+        return self.out_dir / (f"{name}.{self.fmt}" if complete else f"{name}.incomplete.{self.fmt}")
 
-    def write(self, result: object, name: str) -> None:
+    def write(self, result: object, name: str) -> Path | None:
+        """Write one transcript; the file it went to, if it went to one."""
         from echostream.transcript import Transcript, to_json_line
 
         assert isinstance(result, Transcript)
         if self.out_dir is not None:  # atomically: --resume trusts any file it finds
-            path = self.path(name)
+            path = self.path(name, complete=result.error is None)
             partial = path.with_name(f".{path.name}.partial")
             partial.write_text(self.render(result), encoding="utf-8")
             partial.replace(path)
+            if result.error is None:
+                self.path(name, complete=False).unlink(missing_ok=True)  # an earlier run's cut-short one
+            return path
         elif self.fmt == "txt":
             print(f"{result.source}\t{result.text}" if self.several else result.text, file=self.out)
         elif self.fmt == "json":
@@ -139,6 +145,7 @@ class _Writer:
                 print(f"==> {result.source} <==", file=self.out)
             print(self.render(result), end="", file=self.out)
         self.out.flush()
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,15 +208,17 @@ def run(args: argparse.Namespace) -> int:
             audio += result.duration
             if count_progress:
                 bar.update(result.duration)
-            if result.error is not None:
-                failed += 1
-                kept = f" (kept the transcript of its first {result.duration:.1f} s)" if result.duration else ""
-                bar.write(f"error: {result.error}{kept}", file=sys.stderr)
-                if not result.duration:
-                    return
-            else:
+            if result.error is None:
                 done += 1
-            writer.write(result, names[index])
+                writer.write(result, names[index])
+                return
+            failed += 1
+            kept = ""
+            if result.duration:
+                where = writer.write(result, names[index])
+                kept = f" (kept the transcript of its first {result.duration:.1f} s" + (
+                    f" in {where}; --resume tries the file again)" if where else ")")
+            bar.write(f"error: {result.error}{kept}", file=sys.stderr)
 
         if args.ray_workers:
             from echostream.ray_runner import RayJob, run_on_ray
