@@ -534,7 +534,7 @@ def test_output_dir_is_checked_before_decoding(capsys: pytest.CaptureFixture[str
     monkeypatch.setattr(Model, "transcribe_iter", lambda *a, **k: decoded.append(a) or iter(()))
     code, _, err = _transcribe(capsys, "--output-dir", blocker / "out", _audio("utt2.wav"))
     assert code == 2 and decoded == []
-    _assert_one_line_error(err, "cannot write there")
+    _assert_one_line_error(err, f"{blocker} is a file")
 
 
 def test_each_output_is_written_as_soon_as_its_file_is_done(tmp_path: Path) -> None:

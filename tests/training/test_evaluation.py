@@ -137,6 +137,20 @@ def test_eval_with_nothing_readable_reports_no_rate(
     assert "warning: a:" in stderr and "not found" in stderr
 
 
+@pytest.mark.parametrize("where", ["folder", "under_a_file"])
+def test_eval_refuses_an_unwritable_out_before_decoding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "nowhere.wav", "text": "hi", "duration": 1.0}) + "\n")
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path if where == "folder" else tmp_path / "a_file" / "results.jsonl"
+    code = main(["eval", "--manifest", str(manifest), "--model", "/nonexistent/model", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1  # refused before the model is even looked for
+    assert ("is a folder" in err) if where == "folder" else (f"{tmp_path / 'a_file'} is a file" in err)
+
+
 def test_speechless_rows_count_the_words_output_for_them(corpus, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     import numpy as np

@@ -91,7 +91,10 @@ def test_finetune_runs_end_to_end_and_resumes(corpus, tmp_path: Path, capsys: py
     [
         (["--data", "x.jsonl:often"], "the weight after ':' is not a number"),
         (["--context", "64/128"], "expected CHUNK/LEFT/RIGHT"),
-        (["--lr", "-1"], "schedule.lr must be positive"),
+        (["--lr", "-1"], "schedule.lr must be a positive number"),
+        (["--lr", "nan"], "schedule.lr must be a positive number"),
+        (["--data", "x.jsonl:"], "nothing after ':'"),
+        (["--data", "missing.jsonl:0.5"], "missing.jsonl: manifest not found"),
         (["--channel", "2"], "channel.probability must be in [0, 1]"),
     ],
 )

@@ -122,15 +122,27 @@ def expand_inputs(paths: Sequence[str], list_file: str | None) -> list[str]:
     return out
 
 
-def check_writable_dir(folder: str) -> Path:
+def check_writable_dir(folder: str | os.PathLike[str]) -> Path:
     """Create ``folder`` if needed and check that files can be written in it, before any work."""
     path = Path(folder)
+    in_the_way = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise CLIError(f"{folder}: cannot make this folder: {in_the_way} is a file")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".echostream-write-test-"):
             pass
     except OSError as err:
         raise CLIError(f"{folder}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
+def check_writable_file(file: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that ``file`` can be written (its folder made if needed)."""
+    path = Path(file)
+    if path.is_dir():
+        raise CLIError(f"{file}: is a folder; name a file to write")
+    check_writable_dir(path.parent if str(path.parent) else ".")
     return path
 
 

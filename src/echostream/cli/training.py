@@ -14,6 +14,8 @@ from echostream.cli.common import (
     add_context_arguments,
     add_device_arguments,
     add_model_argument,
+    check_writable_dir,
+    check_writable_file,
     open_model,
     parse_context,
     parser_of,
@@ -120,6 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     cfg = load_train_config(args.config, init=args.init)
+    check_writable_dir(args.out)
     if args.device is not None:
         cfg = dataclasses.replace(cfg, device=args.device)
     main_rank = environment().is_main
@@ -242,10 +245,17 @@ def run_finetune(args: argparse.Namespace) -> int:
     require("train", "echostream finetune")
     from tqdm import tqdm
 
+    from echostream.data.manifest import ManifestError, read_manifest
     from echostream.training.finetune import finetune
 
     set_threads(args.threads)
     cfg = finetune_config(args)
+    for manifest in (*cfg.data.train, *cfg.data.valid):  # before the first evaluation, not after it
+        try:
+            read_manifest(manifest)
+        except ManifestError as err:
+            raise CLIError(str(err)) from None
+    check_writable_dir(args.out)
     bar = _StepBar(cfg.max_steps, True)
     evaluating: list[tqdm] = []
 
@@ -285,6 +295,7 @@ def run_average(args: argparse.Namespace) -> int:
     if metric is None:
         saved = Path(args.exp) / CONFIG_FILE
         metric = read_saved_config(saved).validation.metric if saved.is_file() else "wer"
+    check_writable_file(args.out)
     paths = choose_checkpoints(args.exp, "best" if args.best is not None else "last", count, metric)
     bundle = average_checkpoints(paths)
     save_checkpoint(args.out, bundle, weights=args.weights, averaged=[p.name for p in paths])
@@ -300,6 +311,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from echostream.text.normalize import DEFAULT_NORMALIZER
     from echostream.training.evaluation import evaluate, format_report, write_results
 
+    if args.out:
+        check_writable_file(args.out)
     rows = [row for path in args.manifest for row in read_manifest(path)]
     if not rows:
         raise CLIError("the manifests hold no rows")

@@ -107,8 +107,10 @@ def parse_weighted(spec: str) -> tuple[str, float]:
     ('data/telephony.jsonl', 0.8)
     """
     path, sep, weight = spec.rpartition(":")
-    if not sep or "/" in weight or not weight:
+    if not sep or "/" in weight:
         return spec, 1.0
+    if not weight:
+        raise ValueError(f"{spec}: nothing after ':' (give a weight, or no ':')")
     try:
         value = float(weight)
     except ValueError:

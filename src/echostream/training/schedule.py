@@ -23,8 +23,10 @@ class ScheduleConfig:
     min_lr: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"schedule.lr must be positive, got {self.lr}")
+        if not 0 < self.lr < math.inf:  # NaN too
+            raise ValueError(f"schedule.lr must be a positive number, got {self.lr}")
+        if not 0 <= self.min_lr < math.inf:
+            raise ValueError(f"schedule.min_lr must be a number >= 0, got {self.min_lr}")
         if self.warmup_steps < 0:
             raise ValueError(f"schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.decay not in ("noam", "cosine", "constant"):
