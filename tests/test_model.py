@@ -303,6 +303,22 @@ def test_malformed_model_folder_is_a_one_line_checkpoint_error(
     assert name in message and "\n" not in message, message
 
 
+def test_a_checkpoint_with_nan_weights_is_refused_by_name(tmp_path: Path) -> None:
+    import io
+
+    state = torch.load(MODEL_DIR / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.dim() == 2)
+    state[name] = state[name].clone()
+    state[name][0, 0] = float("nan")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    folder = _model_with(tmp_path / "model", "pytorch_model.bin", buffer.getvalue())
+    with pytest.raises(CheckpointError) as info:
+        load_model(folder)
+    message = str(info.value)
+    assert "NaN or infinite" in message and name in message and "\n" not in message, message
+
+
 # ------------------------------------------------------------------------------ numpy input
 
 

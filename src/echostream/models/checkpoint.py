@@ -411,6 +411,8 @@ def _check_and_load(
             raise CheckpointError(
                 f"{where}: tensor {shown!r} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)}"
             )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{where}: tensor {shown!r} holds NaN or infinite values (a diverged run?)")
     extra = sorted(set(state) - set(expected))
     if extra:
         raise CheckpointError(f"{where}: unexpected tensor {extra[0]!r}")
