@@ -252,6 +252,8 @@ def test_unsupported_input_type_is_an_error_not_a_crash(model: Model) -> None:
         ({"right_context": -1}, "right_context"),
         ({"batch_seconds": 0}, "batch_seconds"),
         ({"block_seconds": 0}, "block_seconds"),
+        ({"batch_seconds": float("nan")}, "batch_seconds"),
+        ({"block_seconds": float("inf")}, "block_seconds"),
     ],
 )
 def test_invalid_settings_raise_value_error(model: Model, kwargs: dict, word: str) -> None:

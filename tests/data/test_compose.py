@@ -73,6 +73,11 @@ def test_speechless_clips(tmp_path: Path) -> None:
             assert level == pytest.approx(-30.0, abs=0.5)
     with pytest.raises(ValueError, match="speechless kinds must be some of"):
         speechless(tmp_path / "x", 1, kinds=["applause"])
+    for duration in ((0.0, 0.0), (1e9, 1e9), (float("nan"), 1.0), (-2.0, -1.0), (3.0, 2.0)):
+        with pytest.raises(ValueError, match="speechless duration must be a range"):
+            speechless(tmp_path / "x", 1, duration=duration)
+    with pytest.raises(ValueError, match="speechless level must be a range"):
+        speechless(tmp_path / "x", 1, level_db=(-10.0, 5.0))
 
 
 def test_manifest_join_and_speechless_commands(tmp_path: Path, sentences: list[Utterance],

@@ -123,6 +123,9 @@ def _tones(n: int, rng: random.Random) -> np.ndarray:
     return out
 
 
+MAX_SPEECHLESS_SECONDS = 600.0  # a clip longer than this is a mistyped option, not a test clip
+
+
 def speechless(
     out: str | os.PathLike[str],
     count: int,
@@ -138,6 +141,12 @@ def speechless(
     unknown = [k for k in kinds if k not in SPEECHLESS_KINDS]
     if unknown or not kinds:
         raise ValueError(f"speechless kinds must be some of {', '.join(SPEECHLESS_KINDS)}, got {list(kinds)}")
+    if not 0 < duration[0] <= duration[1] <= MAX_SPEECHLESS_SECONDS:  # NaN too
+        raise ValueError(f"speechless duration must be a range LOW:HIGH with 0 < LOW <= HIGH <= "
+                         f"{MAX_SPEECHLESS_SECONDS:g} seconds, got {duration[0]:g}:{duration[1]:g}")
+    if not -120 <= level_db[0] <= level_db[1] <= 0:
+        raise ValueError(f"speechless level must be a range LOW:HIGH in dBFS with -120 <= LOW <= HIGH <= 0, "
+                         f"got {level_db[0]:g}:{level_db[1]:g}")
     folder = Path(out)
     (folder / "wav").mkdir(parents=True, exist_ok=True)
     rows = []

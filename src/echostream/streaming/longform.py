@@ -14,6 +14,7 @@ Shape legend: T' encoder frames, D model dim, V vocabulary.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -168,10 +169,10 @@ class LongFormDecoder:
         device: torch.device | str = "cpu",
         sink: Callable[[], FrameSink] | None = None,
     ) -> None:
-        if block_seconds <= 0:
-            raise ValueError(f"block_seconds must be positive, got {block_seconds}")
-        if batch_seconds <= 0:
-            raise ValueError(f"batch_seconds must be positive, got {batch_seconds}")
+        if not 0 < block_seconds < math.inf:  # NaN too
+            raise ValueError(f"block_seconds must be a positive number of seconds, got {block_seconds}")
+        if not 0 < batch_seconds < math.inf:
+            raise ValueError(f"batch_seconds must be a positive number of seconds, got {batch_seconds}")
         bundle.model.encoder.check_context(context)
         self.bundle = bundle
         self.context = context
