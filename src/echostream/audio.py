@@ -365,13 +365,13 @@ def load_audio(
     return _resample(mono, rate, target_rate)
 
 
-def audio_duration(path: str | os.PathLike[str]) -> float:
+def audio_duration(path: str | os.PathLike[str], *, channel: int | None = None) -> float:
     """Duration of an audio file in seconds, from its header when possible.
 
     libsndfile formats read the header only; other containers ask ``ffprobe`` and, failing that,
-    decode the file with ffmpeg.
+    decode the file with ffmpeg. With ``channel``, a file without that channel is an AudioError.
     """
-    source = _open_source(path)
+    source = _open_source(path, channel)
     if source.header is not None:
         return source.header.frames / source.header.sample_rate
     probed = _ffprobe_duration(source)

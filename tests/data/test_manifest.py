@@ -203,6 +203,18 @@ def test_validation_tolerance_and_progress(tmp_path: Path) -> None:
     ticks: list[int] = []
     validate_manifest(rows * 3, progress=ticks.append)
     assert ticks == [1, 1, 1]
+    for bad in (-1.0, float("nan")):  # NaN would let every duration pass
+        with pytest.raises(ValueError, match="duration tolerance must be"):
+            validate_manifest(rows, tolerance=bad)
+
+
+def test_validation_sets_aside_a_channel_the_file_does_not_have(tmp_path: Path) -> None:
+    mono = str(_wav(tmp_path / "mono.wav", 1.0))
+    rows = [Utterance(id="a", audio=mono, text="x", duration=1.0, channel=0),
+            Utterance(id="b", audio=mono, text="x", duration=1.0, channel=1)]  # fmt: skip
+    good, problems = validate_manifest(rows)
+    assert [r.id for r in good] == ["a"]
+    assert [p.id for p in problems] == ["b"] and "no channel 1" in problems[0].message
 
 
 def test_decode_catches_corrupt_sample_data(tmp_path: Path) -> None:

@@ -255,10 +255,12 @@ def validate_manifest(
         ``(good, problems)``: the usable rows in their original order, and one problem per row set
         aside (never raises for a bad row).
     """
+    if not 0 <= tolerance < math.inf:  # NaN would turn the duration check off
+        raise ValueError(f"the duration tolerance must be a number of seconds >= 0, got {tolerance}")
     good: list[Utterance] = []
     problems: list[ManifestProblem] = []
     seen: set[str] = set()
-    file_durations: dict[str, float | ManifestProblem] = {}  # an audio file is checked once
+    file_durations: dict[tuple[str, int | None], float | ManifestProblem] = {}  # a file (and channel) is checked once
     for row in rows:
         problem = _check_row(row, seen, file_durations, tolerance, decode, allow_empty_text)
         seen.add(row.id)
@@ -274,7 +276,7 @@ def validate_manifest(
 def _check_row(
     row: Utterance,
     seen: set[str],
-    file_durations: dict[str, float | ManifestProblem],
+    file_durations: dict[tuple[str, int | None], float | ManifestProblem],
     tolerance: float,
     decode: bool,
     allow_empty_text: bool = False,
@@ -287,9 +289,10 @@ def _check_row(
         return ManifestProblem(
             id=row.id, kind=ProblemKind.EMPTY_TEXT, message="transcript is empty"
         )
-    if row.audio not in file_durations:
-        file_durations[row.audio] = _file_duration(row.id, row.audio, decode)
-    found = file_durations[row.audio]
+    key = (row.audio, row.channel)
+    if key not in file_durations:
+        file_durations[key] = _file_duration(row.id, row.audio, decode, row.channel)
+    found = file_durations[key]
     if isinstance(found, ManifestProblem):
         return ManifestProblem(id=row.id, kind=found.kind, message=found.message)
     if row.offset is None and abs(row.duration - found) > tolerance:
@@ -307,16 +310,19 @@ def _check_row(
     return None
 
 
-def _file_duration(utterance_id: str, audio: str, decode: bool) -> float | ManifestProblem:
-    """The file's duration in seconds, or the problem that prevents reading it."""
+def _file_duration(
+    utterance_id: str, audio: str, decode: bool, channel: int | None = None
+) -> float | ManifestProblem:
+    """The file's duration in seconds, or the problem that prevents reading it (``channel`` of
+    it, when given)."""
     if not os.path.exists(audio):
         return ManifestProblem(
             id=utterance_id, kind=ProblemKind.MISSING_AUDIO, message=f"{audio}: file not found"
         )
     try:
-        duration = audio_duration(audio)
+        duration = audio_duration(audio, channel=channel)
         if decode:
-            load_audio(audio)
+            load_audio(audio, channel=channel)
     except AudioError as err:
         return ManifestProblem(id=utterance_id, kind=ProblemKind.UNREADABLE_AUDIO, message=str(err))
     return duration
