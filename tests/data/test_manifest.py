@@ -261,12 +261,14 @@ def test_import_kaldi_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     data = tmp_path / "data"
     data.mkdir()
     (data / "wav.scp").write_text(f"rec {tmp_path / 'rec.wav'}\n")
-    (data / "segments").write_text("u1 rec 0.0 1.0\nu2 rec 1.5 -1\nu3 rec 2.0 2.0\n")
-    (data / "text").write_text("u1 one\nu2 two\nu3 three\nu4 four\n")
+    bad = "u5 rec -1 1\nu6 rec 0 inf\nu7 rec nan 1\nu8 rec 0 5\n"  # set aside, the others imported
+    (data / "segments").write_text("u1 rec 0.0 1.0\nu2 rec 1.5 -1\nu3 rec 2.0 2.0\n" + bad)
+    (data / "text").write_text("u1 one\nu2 two\nu3 three\nu4 four\n" + "".join(f"u{i} x\n" for i in range(5, 9)))
     monkeypatch.chdir(tmp_path)
     rows, problems = import_kaldi_dir(data)
     assert [(r.id, r.offset, r.duration) for r in rows] == [("u1", 0.0, 1.0), ("u2", 1.5, 1.5)]
-    assert [p.id for p in problems] == ["u3", "u4"]
+    assert [p.id for p in problems] == ["u3", "u4", "u5", "u6", "u7", "u8"]
+    assert "lasts 3.000 s" in problems[-1].message
     assert validate_manifest(rows) == (rows, [])
 
 

@@ -396,6 +396,11 @@ def import_kaldi_dir(
         duration = found
         if segments:
             start, end = _segment_times(data / "segments", utt, start_s, end_s)
+            if not (0 <= start < math.inf and (end == -1 or 0 <= end < math.inf)):
+                problems.append(_problem(utt, ProblemKind.DURATION_MISMATCH,
+                                         f"segment {start_s} {end_s}: start and end must be seconds >= 0 "
+                                         "(end -1: the file's end)"))  # fmt: skip
+                continue
             offset, duration = start, (found if end < 0 else end) - start
             if duration <= 0:
                 problems.append(
@@ -403,6 +408,11 @@ def import_kaldi_dir(
                         utt, ProblemKind.DURATION_MISMATCH, f"segment {start}-{end} s is empty"
                     )
                 )
+                continue
+            if offset + duration > found + DURATION_TOLERANCE:
+                problems.append(_problem(utt, ProblemKind.DURATION_MISMATCH,
+                                         f"segment ends at {offset + duration:.3f} s but {audio} lasts "
+                                         f"{found:.3f} s"))  # fmt: skip
                 continue
         speaker = speakers[utt][0] if utt in speakers else None
         rows.append(
