@@ -52,12 +52,15 @@ def test_pauses_can_hold_quiet_noise(tmp_path: Path, sentences: list[Utterance])
     assert 20 * np.log10(np.sqrt(np.mean(gap.astype(np.float64) ** 2))) == pytest.approx(-60.0, abs=1.0)
 
 
-def test_an_unreadable_row_loses_its_group_only(tmp_path: Path, sentences: list[Utterance]) -> None:
+def test_an_unreadable_row_is_left_out_and_every_file_still_written(tmp_path: Path, sentences: list[Utterance]) -> None:
     (tmp_path / "bad.wav").write_bytes(b"not audio")
-    rows = [*sentences[:1], Utterance(id="bad", audio=str(tmp_path / "bad.wav"), text="x", duration=1.0)]
-    written, failures = join_utterances(rows, tmp_path / "out", 6, JoinConfig(sentences=(1, 1), seed=0))
-    assert len(written) + len(failures) == 6 and written and failures
-    assert all("bad.wav" in f for f in failures)
+    rows = [*sentences[:2], Utterance(id="bad", audio=str(tmp_path / "bad.wav"), text="x", duration=1.0)]
+    written, failures = join_utterances(rows, tmp_path / "out", 6, JoinConfig(sentences=(2, 2), seed=0))
+    assert len(written) == 6 and [w.id for w in written] == [f"joined-{i:05d}" for i in range(6)]
+    assert len(failures) == 1 and failures[0].startswith("bad: ") and "bad.wav" in failures[0]
+    assert all("x" not in w.text.split() for w in written)
+    (only_bad,) = rows[2:]
+    assert join_utterances([only_bad], tmp_path / "none", 2, JoinConfig(seed=0))[0] == []
 
 
 def test_speechless_clips(tmp_path: Path) -> None:

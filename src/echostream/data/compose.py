@@ -65,8 +65,8 @@ def join_utterances(
 ) -> tuple[list[Utterance], list[str]]:
     """Write ``count`` joined files to ``out/wav``, their rows to ``out/manifest.jsonl`` and the
     ids of the rows each joins to ``out/parts.jsonl`` (to score the same sentences one by one);
-    a file's rows are distinct when there are enough. Returns the rows and one line per group
-    that could not be read (the others are written)."""
+    a file's rows are distinct when there are enough. Returns the rows and one line per row that
+    could not be read: such a row is left out and the file drawn again from the others."""
     from echostream.training.dataset import load_utterance
 
     if not rows:
@@ -74,10 +74,13 @@ def join_utterances(
     folder = Path(out)
     (folder / "wav").mkdir(parents=True, exist_ok=True)
     written, failures, parts = [], [], []
-    for i in range(count):
-        rng = random.Random(f"{cfg.seed}:join:{i}")
+    pool = list(rows)  # an unreadable row leaves the pool and its group is drawn again without it
+    i = 0
+    while i < count and pool:
+        dropped = len(rows) - len(pool)
+        rng = random.Random(f"{cfg.seed}:join:{i}" + (f":{dropped}" if dropped else ""))
         size = rng.randint(*cfg.sentences)
-        group = rng.sample(list(rows), size) if size <= len(rows) else [rng.choice(rows) for _ in range(size)]
+        group = rng.sample(pool, size) if size <= len(pool) else [rng.choice(pool) for _ in range(size)]
         pieces: list[np.ndarray] = []
         try:
             for j, row in enumerate(group):
@@ -89,14 +92,17 @@ def join_utterances(
                     pieces.append(gap)
                 pieces.append(load_utterance(row, SAMPLE_RATE))
         except AudioError as err:
-            failures.append(f"{id_prefix}-{i:05d}: {err}")
+            failures.append(f"{row.id}: {err} (left out of the joined files)")
+            pool.remove(row)
             continue
+        name = f"{id_prefix}-{i:05d}"
+        i += 1
         audio = np.concatenate(pieces)
-        path = folder / "wav" / f"{id_prefix}-{i:05d}.wav"
+        path = folder / "wav" / f"{name}.wav"
         sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
         speakers = sorted({r.speaker for r in group if r.speaker})
         written.append(Utterance(
-            id=f"{id_prefix}-{i:05d}", audio=str(path), text=" ".join(r.text for r in group),
+            id=name, audio=str(path), text=" ".join(r.text for r in group),
             duration=audio.size / SAMPLE_RATE, speaker=speakers[0] if len(speakers) == 1 else None,
             language=group[0].language,
         ))  # fmt: skip
