@@ -135,6 +135,15 @@ def test_directory_without_audio_is_a_usage_error(
     _assert_one_line_error(err, str(tmp_path), "no audio files")
 
 
+def test_a_directory_without_audio_among_inputs_is_named_and_the_others_transcribed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    code, out, err = _transcribe(capsys, tmp_path / "empty", _audio("utt2.wav"))
+    assert code == 0 and out.strip() != ""
+    assert f"warning: {tmp_path / 'empty'}: directory holds no audio files" in err and "1 of 1 files" in err
+
+
 def test_list_file_paths_are_relative_to_the_working_directory(
     capsys: pytest.CaptureFixture[str],
     reference: dict[str, Transcript],

@@ -100,12 +100,13 @@ def expand_inputs(paths: Sequence[str], list_file: str | None) -> list[str]:
     """Files named on the command line, files under named directories, and a list file's lines
     (paths relative to the current directory, as everywhere else)."""
     out: list[str] = []
+    empty: list[str] = []  # directories without audio: said, and the other inputs still go
     for p in paths:
         path = Path(p)
         if path.is_dir():
             found = sorted(str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
             if not found:
-                raise CLIError(f"{p}: directory holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+                empty.append(f"{p}: directory holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
             out.extend(found)
         else:
             out.append(p)
@@ -118,7 +119,9 @@ def expand_inputs(paths: Sequence[str], list_file: str | None) -> list[str]:
             raise CLIError(f"{list_file}: list file is not UTF-8 text") from None
         out.extend(line.strip() for line in lines if line.strip() and not line.strip().startswith("#"))
     if not out:
-        raise CLIError("no input files: name files or directories, or give --list FILE")
+        raise CLIError(empty[0] if len(empty) == 1 else "no input files: name files or directories, or give --list FILE")
+    for text in empty:
+        warn(text)
     return out
 
 

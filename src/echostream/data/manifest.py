@@ -35,7 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from echostream.audio import AudioError, audio_duration, load_audio
+from echostream.audio import MAX_CHANNELS, AudioError, audio_duration, load_audio
 from echostream.config import ConfigError, from_dict
 
 DURATION_TOLERANCE = 0.1
@@ -80,8 +80,8 @@ class Utterance:
             raise ValueError(f"{self.id}: audio path is empty")
         if not math.isfinite(self.duration) or self.duration < 0:
             raise ValueError(f"{self.id}: duration must be >= 0 seconds, got {self.duration!r}")
-        if self.channel is not None and not 0 <= self.channel < 64:
-            raise ValueError(f"{self.id}: channel must be in [0, 64), got {self.channel!r}")
+        if self.channel is not None and not 0 <= self.channel < MAX_CHANNELS:
+            raise ValueError(f"{self.id}: channel must be in [0, {MAX_CHANNELS}), got {self.channel!r}")
         if self.offset is not None and (not math.isfinite(self.offset) or self.offset < 0):
             raise ValueError(f"{self.id}: offset must be >= 0 seconds, got {self.offset!r}")
 
