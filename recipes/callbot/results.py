@@ -57,6 +57,49 @@ def table(exp: Path) -> str:
     return "\n".join(lines)
 
 
+def word_errors_by_vocabulary(exp: Path, data: Path, read: list[Path]) -> str:
+    """A table of how often each model gets a reference word wrong (substituted or deleted), on
+    the clean and the line test calls, by whether the word occurs in the training calls' text, only
+    in the read speech the model learnt from before (``read``), or in neither."""
+    import json
+
+    import jiwer
+
+    def words_of(manifests: list[Path]) -> set[str]:
+        found: set[str] = set()
+        for manifest in manifests:
+            for line in manifest.read_text(encoding="utf-8").splitlines():
+                found.update(re.findall(r"[a-z']+", json.loads(line)["text"].lower()))
+        return found
+
+    calls, earlier = words_of([data / "calls_train" / "manifest.jsonl"]), words_of(read)
+    classes = ("in the training calls", "only in the starting model's training text", "in neither")
+    lines = ["| test set | model | " + " | ".join(f"words {c}: wrong" for c in classes) + " |",
+             "| --- | --- |" + " ---: |" * len(classes)]  # fmt: skip
+    for name, label in (("calls_test", "clean"), ("test_line", "line + noise")):
+        for model in ("init", "finetuned"):
+            results = exp / "eval" / f"{model}_{name}.jsonl"
+            if not results.is_file():
+                continue
+            wrong, total = [0] * 3, [0] * 3
+            for line in results.read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
+                reference = row["reference"].split()
+                if not reference:
+                    continue
+                missed = [False] * len(reference)
+                for chunk in jiwer.process_words(" ".join(reference), row["hypothesis"]).alignments[0]:
+                    if chunk.type in ("substitute", "delete"):
+                        missed[chunk.ref_start_idx : chunk.ref_end_idx] = [True] * (chunk.ref_end_idx - chunk.ref_start_idx)
+                for word, bad in zip(reference, missed):
+                    k = 0 if word in calls else 1 if word in earlier else 2
+                    wrong[k] += bad
+                    total[k] += 1
+            cells = " | ".join(f"{100 * w / t:.0f} % of {t}" if t else "-" for w, t in zip(wrong, total))
+            lines.append(f"| {label} | {'before' if model == 'init' else 'after'} | {cells} |")
+    return "\n".join(lines)
+
+
 def plot(exp: Path, path: Path) -> bool:
     """WER before and after fine-tuning per test set (bars) and the fine-tuning run's validation
     WER over its hours, as one PNG; False without matplotlib."""
@@ -117,6 +160,9 @@ def main() -> int:
     parser.add_argument("--exp", required=True, type=Path)
     parser.add_argument("--init", required=True)
     parser.add_argument("--card", type=Path, help="write the exported model's card here and stop")
+    parser.add_argument("--data", type=Path, default=HERE / "data", help="the recipe's data (default: data/)")
+    parser.add_argument("--read", type=Path, nargs="*", default=[HERE.parent / "general_en" / "data" / "train" / "manifest.jsonl"],
+                        help="manifests of the text the starting model learnt (default: general_en's training set)")
     args = parser.parse_args()
     if args.card is not None:
         write_card(args.exp, args.init, args.card)
@@ -127,6 +173,9 @@ def main() -> int:
         f"greedy CTC at chunk/left/right 64/128/128 (the fine-tuning context).\n\n{table(args.exp)}\n\n"
         + (report.read_text(encoding="utf-8").split("\n", 2)[2].strip() + "\n" if report.is_file() else "")
     )
+    if (args.data / "calls_train" / "manifest.jsonl").is_file() and all(p.is_file() for p in args.read):
+        block += ("\nTest words the models get wrong (substituted or deleted), by where the word occurs "
+                  "in training text:\n\n" + word_errors_by_vocabulary(args.exp, args.data, args.read) + "\n")
     if plot(args.exp, HERE / "before_after.png"):
         block += "\n![WER before and after per test set](before_after.png)\n"
         block += "\n![validation WER over the fine-tuning hours](before_after_validation.png)\n"
