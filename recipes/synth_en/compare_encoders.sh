@@ -6,6 +6,10 @@
 #   PRESETS="zipformer_small" recipes/synth_en/compare_encoders.sh    (some of the presets only)
 #
 # Each run resumes where it stopped (rerun the script). Results: exp/compare/<preset>/eval/*.txt.
+# BENCH=1 then times every preset's average.pt at its two streaming settings with
+# benchmarks/streaming_latency.py (nothing else may run meanwhile), BASELINE="NAME=MODEL:C/L/R,C/L/R"
+# adding a model trained elsewhere, e.g. BASELINE="chunkformer=small_en:4/16/0,16/32/0" (the bundled
+# model: configs/synth_en_small.yaml trained by run.sh for 4200 steps on this data).
 # Environment: PYTHON, THREADS as in run.sh; AVERAGE (default 1: the best checkpoint alone; on a
 # short budget, checkpoints 200 steps apart differ too much to average: at 1000 steps the average
 # of the best 3 ChunkFormer checkpoints made 55.9% WER where the best alone made 39.4%).
@@ -66,3 +70,17 @@ PY
       | tee "$run/eval/$name.txt"
   done
 done
+
+if [ "${BENCH:-0}" = 1 ]; then
+  models=()
+  for preset in ${PRESETS:-synth_en_small emformer_small zipformer_small}; do
+    IFS=';' read -r -a contexts <<<"${settings[$preset]}"
+    streaming=$(printf '%s,%s' "${contexts[0]// //}" "${contexts[1]// //}")
+    models+=(--model "$preset=$out/$preset/average.pt:$streaming")
+  done
+  [ -n "${BASELINE:-}" ] && models+=(--model "$BASELINE")
+  results=$repo/benchmarks/results
+  echo "== streaming latency, $steps steps"
+  "$PYTHON" "$repo/benchmarks/streaming_latency.py" --threads "${THREADS:-2}" "${models[@]}" \
+    --plot "$results/latency_encoders_$steps.png" | tee "$results/streaming_latency_encoders_$steps.txt"
+fi
