@@ -118,16 +118,19 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def cumulative_seconds(records: Sequence[dict[str, Any]]) -> list[float]:
     """Wall seconds of training behind each record of a train log, over all its resumes: each
     record's ``wall_seconds`` counts from its run's (or resume's) start, so a run ends where the next
-    record's count is lower. Work after the last kept checkpoint of a cut-off run, dropped on resume,
-    is not counted; neither are records written before ``wall_seconds`` was logged.
+    record has ``run_start`` (or, in logs written before that field, a lower count). Work after the
+    last kept checkpoint of a cut-off run, dropped on resume, is not counted; neither are records
+    written before ``wall_seconds`` was logged.
 
     >>> cumulative_seconds([{"wall_seconds": 10}, {"wall_seconds": 20}, {"wall_seconds": 5}, {}])
     [10.0, 20.0, 25.0, 25.0]
+    >>> cumulative_seconds([{"wall_seconds": 1}, {"wall_seconds": 3, "run_start": True}])
+    [1.0, 4.0]
     """
     elapsed, done, last = [], 0.0, 0.0
     for record in records:
         wall = float(record.get("wall_seconds", 0.0))
-        if wall < last:
+        if record.get("run_start") or wall < last:
             done += last
         last = wall
         elapsed.append(done + wall)

@@ -277,6 +277,7 @@ class _Run:
         self.last_validated = -1
         self.audio_seconds = 0.0
         self.started = time.perf_counter()
+        self.logged = False  # whether this run (or resume) has written a train-log record yet
         self.writer: Any = None
         self.stop_signal: int | None = None  # set by the handler of SIGINT/SIGTERM (see stop_on_signals)
         self.interrupted = False
@@ -392,6 +393,9 @@ class _Run:
                     "wall_seconds": wall,  # since this run (or resume) started
                     **{f"loss_{k}": v / max(1, batches) for k, v in parts.items() if k != "total"},
                 }
+                if not self.logged:  # the first record of this run (or resume): its clock starts again
+                    record["run_start"] = True
+                    self.logged = True
                 ex.append_record(self.out / ex.TRAIN_LOG, record)
                 for name, value in record.items():
                     if name not in ("step", "epoch"):
