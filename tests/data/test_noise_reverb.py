@@ -197,16 +197,18 @@ def test_augment_sets_aside_duplicate_ids_and_keeps_long_or_odd_ids_apart(
         Utterance(id="L" * 300 + "1", audio=str(paths[0]), text="long", duration=0.5),
         Utterance(id="L" * 300 + "2", audio=str(paths[1]), text="long too", duration=1.0),
         Utterance(id="x\u0000y/z", audio=str(paths[1]), text="odd", duration=1.0),
+        Utterance(id="x_y_z", audio=str(paths[0]), text="same file name", duration=0.5),
+        Utterance(id="A", audio=str(paths[1]), text="a file system may not tell A from a", duration=1.0),
     ]
     conditions = ConditionsConfig(noise=NoiseConfig(kinds=("white",), kind_weights=(1.0,), snr_db=(10.0, 10.0)))
     _, failed = augment_manifest(rows, tmp_path / "out", conditions)
     assert len(failed) == 1 and failed[0].startswith("a: duplicate id")
     back = {row.id: row for row in read_manifest(tmp_path / "out" / "manifest.jsonl")}
-    assert set(back) == {"a", "L" * 300 + "1", "L" * 300 + "2", "x\u0000y/z"}
+    assert set(back) == {"a", "L" * 300 + "1", "L" * 300 + "2", "x\u0000y/z", "x_y_z", "A"}
     for row in back.values():  # each row's own audio, not another's written over it
         assert row.duration == pytest.approx(sf.info(row.audio).duration, abs=1e-4)
     assert back["a"].duration == pytest.approx(0.5, abs=1e-3)
-    assert len({row.audio for row in back.values()}) == 4
+    assert len({row.audio.casefold() for row in back.values()}) == 6
 
 
 def test_augment_names_a_row_it_cannot_write_and_writes_the_others(

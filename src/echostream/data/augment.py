@@ -130,17 +130,18 @@ def _start_worker(conditions: ConditionsConfig, seed: int, folder: str) -> None:
     _WORKER["seed"], _WORKER["folder"] = seed, Path(folder)
 
 
-def _augment_row(row: Utterance) -> AugmentedRow | str:
+def _augment_row(job: tuple[Utterance, str]) -> AugmentedRow | str:
     """Write one augmented copy of ``row``; a one-line reason when it cannot be read or coded."""
     from echostream.training.dataset import load_utterance
 
+    row, stem = job
     augmenter: Augmenter = _WORKER["augmenter"]
     try:
         samples = load_utterance(row, SAMPLE_RATE)
         y, rate, done = augmenter.apply_at_line_rate(samples, random.Random(f"{_WORKER['seed']}:{row.id}"))
     except (AudioError, ChannelError) as err:
         return f"{row.id}: {err}"
-    path = _WORKER["folder"] / "wav" / (_file_stem(row.id) + ".wav")
+    path = _WORKER["folder"] / "wav" / (stem + ".wav")
     try:
         sf.write(path, y, rate, subtype="PCM_16")
     except (OSError, sf.SoundFileError) as err:
@@ -175,26 +176,30 @@ def augment_manifest(
     line was drawn, else 16 kHz), ``out/manifest.jsonl`` and ``out/conditions.jsonl`` (each id
     and what was done to it, for error rates per codec or SNR). Each row's draws come from
     ``seed`` and its id, so the output does not depend on ``jobs`` (processes). Rows that cannot
-    be read or written are left out and returned as one-line reasons, as are rows whose id (or
-    file name) an earlier row has; the others are written. A run stopped part-way (Ctrl-C, a
+    be read or written are left out and returned as one-line reasons, as are rows whose id an
+    earlier row has; the others are written. A run stopped part-way (Ctrl-C, a
     crash) still writes the manifest of the rows it finished."""
     folder = Path(out)
     (folder / "wav").mkdir(parents=True, exist_ok=True)
     results: list[AugmentedRow | str] = []
-    seen: set[str] = set()
-    unique = []
-    for row in rows:  # one file per id: a second row of the same id would overwrite the first's audio
-        stem = _file_stem(row.id).casefold()
-        if stem in seen:
-            results.append(f"{row.id}: duplicate id (an earlier row has it, or one with the same file name)")
-        else:
-            seen.add(stem)
-            unique.append(row)
+    ids: set[str] = set()
+    stems: set[str] = set()
+    work: list[tuple[Utterance, str]] = []
+    for row in rows:  # one file per row: a second row of the same id would overwrite the first's audio
+        if row.id in ids:
+            results.append(f"{row.id}: duplicate id (an earlier row has it)")
+            continue
+        ids.add(row.id)
+        stem = _file_stem(row.id)
+        if stem.casefold() in stems:  # ids that differ in case or in replaced characters only
+            stem += "-" + hashlib.sha1(row.id.encode("utf-8")).hexdigest()[:8]
+        stems.add(stem.casefold())
+        work.append((row, stem))
     try:
         if jobs <= 1:
             _start_worker(conditions, seed, str(folder))
-            for row in unique:
-                results.append(_augment_row(row))
+            for job in work:
+                results.append(_augment_row(job))
                 if progress is not None:
                     progress(1)
         else:
@@ -202,7 +207,7 @@ def augment_manifest(
 
             context = multiprocessing.get_context("spawn")  # torch's threads do not survive fork
             with context.Pool(jobs, _start_worker, (conditions, seed, str(folder))) as pool:
-                for result in pool.imap(_augment_row, unique, chunksize=8):
+                for result in pool.imap(_augment_row, work, chunksize=8):
                     results.append(result)
                     if progress is not None:
                         progress(1)
