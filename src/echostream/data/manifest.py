@@ -191,7 +191,7 @@ def _relative(audio: str, base: Path) -> str:
     try:
         return Path(os.path.relpath(absolute, base)).as_posix()
     except ValueError:  # another drive (Windows): no relative path exists
-        return absolute
+        return str(absolute)
 
 
 # --------------------------------------------------------------------------------------------
