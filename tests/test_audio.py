@@ -279,11 +279,25 @@ def test_errors_are_one_line_naming_the_file(
 def test_ffmpeg_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
     _no_ffmpeg(monkeypatch)
     path = tmp_path / f"song.{suffix}"
-    path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)))
+    noise = bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8))
+    path.write_bytes(b"ID3\x04" + noise if suffix == "mp3" else noise)  # an mp3 libsndfile cannot read
     with pytest.raises(
         AudioError, match=f"^{path}: {suffix} needs ffmpeg, which is not installed$"
     ):
         load_audio(path)
+
+
+@pytest.mark.parametrize("content", [b"hello, this is text\n" * 100, bytes(range(256)) * 8])
+def test_a_file_named_mp3_that_is_not_mpeg_is_one_quiet_line(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    path = tmp_path / "song.mp3"
+    path.write_bytes(content)
+    with pytest.raises(AudioError, match=f"^{path}: cannot decode audio: not MPEG audio") as info:
+        load_audio(path)
+    assert "\n" not in str(info.value)
+    out, err = capfd.readouterr()
+    assert out == err == ""  # libsndfile's mp3 decoder printed "Note: Illegal Audio-MPEG-Header ..." here
 
 
 def test_ffmpeg_failure_is_one_line(tmp_path: Path) -> None:

@@ -426,6 +426,11 @@ def _open_source(path: str | os.PathLike[str], channel: int | None = None) -> _S
         raise AudioError(f"{name}: not a regular file")
     if file.stat().st_size == 0:
         raise AudioError(f"{name}: file is empty (0 bytes)")
+    if file.suffix.lower() in _MPEG_SUFFIXES and not _starts_like_mpeg(file):
+        # libsndfile's mp3 decoder prints notes to the terminal on such a file: ffmpeg decides
+        source = _Source(path=file, name=name, header=None, libsndfile_reason=_NOT_MPEG)
+        _check_ffmpeg_usable(source)
+        return source
     try:
         info = sf.info(file)
     except (sf.LibsndfileError, RuntimeError) as err:
@@ -451,6 +456,17 @@ def _open_source(path: str | os.PathLike[str], channel: int | None = None) -> _S
         name=name,
         header=_Header(sample_rate=info.samplerate, frames=info.frames, channels=info.channels),
     )
+
+
+_MPEG_SUFFIXES = (".mp3", ".mp2", ".mpga")
+_NOT_MPEG = "not MPEG audio (no ID3 tag or MPEG frame header at its start)"
+
+
+def _starts_like_mpeg(file: Path) -> bool:
+    """Whether a file starts as MPEG audio does: an ID3v2 tag or a frame sync (11 bits set)."""
+    with file.open("rb") as f:
+        head = f.read(3)
+    return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
 
 
 def _extension(source: _Source) -> str:
