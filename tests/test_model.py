@@ -254,6 +254,7 @@ def test_unsupported_input_type_is_an_error_not_a_crash(model: Model) -> None:
         ({"block_seconds": 0}, "block_seconds"),
         ({"batch_seconds": float("nan")}, "batch_seconds"),
         ({"block_seconds": float("inf")}, "block_seconds"),
+        ({"block_seconds": 1e-9}, "block_seconds"),
     ],
 )
 def test_invalid_settings_raise_value_error(model: Model, kwargs: dict, word: str) -> None:

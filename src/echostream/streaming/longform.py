@@ -30,6 +30,7 @@ from echostream.heads.search import SearchStrategy, piece_end
 from echostream.models.checkpoint import ModelBundle
 from echostream.runtime import release_free_memory
 
+MIN_BLOCK_SECONDS = 0.01  # audio read per step at least: one 10 ms feature frame shift
 CTC_SLICE = 512  # encoder frames projected to the vocabulary at a time
 
 
@@ -169,8 +170,9 @@ class LongFormDecoder:
         device: torch.device | str = "cpu",
         sink: Callable[[], FrameSink] | None = None,
     ) -> None:
-        if not 0 < block_seconds < math.inf:  # NaN too
-            raise ValueError(f"block_seconds must be a positive number of seconds, got {block_seconds}")
+        if not MIN_BLOCK_SECONDS <= block_seconds < math.inf:  # NaN too
+            raise ValueError(f"block_seconds must be a number of seconds >= {MIN_BLOCK_SECONDS} (a feature "
+                             f"frame's shift), got {block_seconds}")
         if not 0 < batch_seconds < math.inf:
             raise ValueError(f"batch_seconds must be a positive number of seconds, got {batch_seconds}")
         bundle.model.encoder.check_context(context)
