@@ -82,14 +82,20 @@ def test_moving_manifest_and_audio_together_keeps_it_valid(tmp_path: Path) -> No
     assert len(good) == 1 and not problems
 
 
-def test_a_manifest_in_a_linked_folder_finds_audio_outside_it_by_either_path(
-    tmp_path: Path,
-) -> None:
-    # recipes link data/ to a bigger disk while their manifests point at ../shared audio
+def _linked_data_folder(tmp_path: Path) -> Path:
+    """shared/x.wav, and repo/data: a link to disk/deeper/data (recipes link data/ to a bigger
+    disk while their manifests point at ../shared audio); returns the audio."""
     audio = _wav(tmp_path / "shared" / "x.wav", 0.5)
     (tmp_path / "disk" / "deeper" / "data").mkdir(parents=True)
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo" / "data").symlink_to(tmp_path / "disk" / "deeper" / "data")
+    return audio
+
+
+def test_a_manifest_in_a_linked_folder_finds_audio_outside_it_by_either_path(
+    tmp_path: Path,
+) -> None:
+    audio = _linked_data_folder(tmp_path)
     row = Utterance(id="x", audio=str(audio), text="hi", duration=0.5)
     write_manifest(tmp_path / "repo" / "data" / "m.jsonl", [row])
     for path in (
@@ -104,10 +110,7 @@ def test_a_manifest_written_relative_to_the_link_name_still_reads_through_the_li
     tmp_path: Path,
 ) -> None:
     # written before paths were made relative to the folder on disk: "../../shared" from repo/data
-    audio = _wav(tmp_path / "shared" / "x.wav", 0.5)
-    (tmp_path / "disk" / "deeper" / "data").mkdir(parents=True)
-    (tmp_path / "repo").mkdir()
-    (tmp_path / "repo" / "data").symlink_to(tmp_path / "disk" / "deeper" / "data")
+    audio = _linked_data_folder(tmp_path)
     manifest = tmp_path / "repo" / "data" / "m.jsonl"
     manifest.write_text(
         '{"id": "x", "audio": "../../shared/x.wav", "text": "hi", "duration": 0.5}\n'
