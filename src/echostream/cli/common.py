@@ -145,7 +145,7 @@ def check_writable_file(file: str | os.PathLike[str]) -> Path:
     path = Path(file)
     if path.is_dir():
         raise CLIError(f"{file}: is a folder; name a file to write")
-    check_writable_dir(path.parent if str(path.parent) else ".")
+    check_writable_dir(path.parent)
     return path
 
 
